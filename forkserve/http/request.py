@@ -1,0 +1,661 @@
+"""Strict, sans-I/O HTTP/1.x request reader.
+
+Bytes go in with :meth:`RequestReader.feed`; events come out of
+:meth:`RequestReader.next_event`.  No sockets here: the sync and async workers
+both drive this one reader, so a request is framed the same way whichever
+worker serves it.
+
+Everything is validated on the raw bytes against the RFC 9110/9112 grammar
+before a request is framed or handed to an application.  Numbers are converted
+by :func:`parse_decimal` and :func:`parse_hex` only after a regex has proven
+they are plain ASCII digits: ``int()`` accepts ``+``, ``_``, spaces and
+non-ASCII digits, any of which would let a proxy and this server disagree about
+where a body ends.
+
+After any error the reader is dead: every later call raises the same
+:class:`HTTPError`, so no byte after a malformed request can be read as another
+request.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "HTTPError",
+    "Limits",
+    "Request",
+    "EndOfMessage",
+    "ConnectionClosed",
+    "NEED_DATA",
+    "PAUSED",
+    "RequestReader",
+    "parse_decimal",
+    "parse_hex",
+]
+
+
+class HTTPError(Exception):
+    """A request the server must refuse.  ``status`` is the response code."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size bounds for one request; gunicorn's names and defaults."""
+
+    request_line: int = 4094
+    fields: int = 100
+    field_size: int = 8190
+    head: int = 65536
+    body: int | None = None
+    chunk_line: int = 1024
+    trailer_size: int = 8192
+
+
+class _Sentinel:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: :meth:`RequestReader.next_event` needs more bytes before it can go on.
+NEED_DATA = _Sentinel("NEED_DATA")
+#: The current request was read completely; call
+#: :meth:`RequestReader.start_next` once its response is written.
+PAUSED = _Sentinel("PAUSED")
+
+
+class Request:
+    """The head of one request, validated."""
+
+    __slots__ = (
+        "method", "target", "path", "query", "http_version", "headers",
+        "keep_alive", "chunked", "content_length", "expect_continue",
+        "upgrade", "host", "scheme", "raw_line",
+    )
+
+    method: bytes
+    target: bytes
+    path: bytes          # raw path, still percent-encoded, no query
+    query: bytes         # raw query string, without "?"
+    http_version: bytes  # b"1.0" or b"1.1"
+    headers: list[tuple[bytes, bytes]]  # names lowercased, values trimmed
+    keep_alive: bool
+    chunked: bool
+    content_length: int | None
+    expect_continue: bool
+    upgrade: bytes | None
+    host: bytes | None
+    scheme: bytes | None  # from an absolute-form target, else None
+    raw_line: bytes       # the request line, for logs
+
+    def __repr__(self) -> str:
+        return f"<Request {self.raw_line!r}>"
+
+
+class EndOfMessage:
+    """The request body is complete.  ``trailers`` from a chunked body."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.trailers = trailers or []
+
+    def __repr__(self) -> str:
+        return f"<EndOfMessage trailers={self.trailers!r}>"
+
+
+class ConnectionClosed:
+    """The peer closed the connection cleanly between requests."""
+
+    __slots__ = ()
+
+
+_END_OF_MESSAGE = EndOfMessage()
+CONNECTION_CLOSED = ConnectionClosed()
+
+
+class _State(enum.Enum):
+    HEAD = "head"
+    BODY_LENGTH = "body-length"
+    CHUNK_SIZE = "chunk-size"
+    CHUNK_DATA = "chunk-data"
+    CHUNK_CRLF = "chunk-crlf"
+    TRAILERS = "trailers"
+    END = "end"            # body complete, EndOfMessage not returned yet
+    DONE = "done"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+_BODY_STATES = frozenset({
+    _State.BODY_LENGTH, _State.CHUNK_SIZE, _State.CHUNK_DATA,
+    _State.CHUNK_CRLF, _State.TRAILERS, _State.END,
+})
+
+# --- grammar (RFC 9110 section 5.6, RFC 9112 sections 3-7) -------------------
+
+_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_VCHAR_OBS = rb"\x21-\x7e\x80-\xff"
+
+_REQUEST_LINE = re.compile(
+    rb"([" + _TCHAR + rb"]+) ([^\x00-\x20\x7f-\xff]+) HTTP/([0-9])\.([0-9])"
+)
+# One header line including its CRLF.  The value is field-content with the
+# optional whitespace on both sides outside the group.  The alternation of
+# visible runs and whitespace runs cannot backtrack badly.
+_HEADER_LINE = (
+    rb"([" + _TCHAR + rb"]+):[ \t]*"
+    rb"((?:[" + _VCHAR_OBS + rb"]+(?:[ \t]+[" + _VCHAR_OBS + rb"]+)*)?)"
+    rb"[ \t]*\r\n"
+)
+_HEADER_FIELD = re.compile(_HEADER_LINE)
+_HEADER_BLOCK = re.compile(rb"(?:" + _HEADER_LINE + rb")*")
+_BAD_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
+_TOKEN = re.compile(rb"[" + _TCHAR + rb"]+")
+# A comma-separated list of tokens with optional whitespace (RFC 9110 5.6.1).
+_TOKEN_LIST = re.compile(
+    rb"[ \t]*[" + _TCHAR + rb"]+(?:[ \t]*,[ \t]*[" + _TCHAR + rb"]+)*[ \t]*"
+)
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)"
+    rb"((?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+"
+    rb"(?:[ \t]*=[ \t]*(?:[" + _TCHAR + rb"]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)"
+    rb"[ \t]*"
+)
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"
+    rb"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+)
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*)://([^/?]*)([^?]*)(?:\?(.*))?", re.S)
+_AUTHORITY = re.compile(rb"[^/?#@]+:[0-9]+")
+
+# Fields that must not appear in a trailer section: framing, routing, request
+# modifiers and authentication (RFC 9110 section 6.5.1).  Trailers are kept
+# apart from the headers anyway; these would mean a client or a proxy is
+# confused about framing, so the request is refused.
+_FORBIDDEN_TRAILERS = frozenset({
+    b"transfer-encoding", b"content-length", b"host", b"connection",
+    b"keep-alive", b"te", b"trailer", b"upgrade", b"expect", b"max-forwards",
+    b"proxy-connection", b"cache-control", b"authorization",
+    b"proxy-authorization", b"cookie", b"set-cookie", b"content-type",
+    b"content-encoding", b"content-range", b"range", b"if-match",
+    b"if-none-match", b"if-modified-since", b"if-unmodified-since",
+    b"if-range", b"www-authenticate", b"proxy-authenticate", b"age",
+    b"expires", b"date", b"location", b"retry-after", b"vary", b"warning",
+})
+
+_HEX_VALUES = {c: i for i, c in enumerate(b"0123456789abcdef")}
+_HEX_VALUES.update({c: i + 10 for i, c in enumerate(b"ABCDEF")})
+
+
+def parse_decimal(data: bytes) -> int | None:
+    """Return the value of 1-18 ASCII decimal digits, or None for anything else."""
+    if _DIGITS.fullmatch(data) is None:
+        return None
+    n = 0
+    for c in data:
+        n = n * 10 + (c - 48)
+    return n
+
+
+def parse_hex(data: bytes) -> int | None:
+    """Return the value of 1-15 ASCII hex digits, or None for anything else."""
+    if _HEX.fullmatch(data) is None:
+        return None
+    n = 0
+    for c in data:
+        n = n * 16 + _HEX_VALUES[c]
+    return n
+
+
+def _split_tokens(value: bytes) -> list[bytes] | None:
+    """Lowercased tokens of a #token list, or None if it is not one."""
+    if _TOKEN_LIST.fullmatch(value) is None:
+        return None
+    return [t.strip(b" \t").lower() for t in value.split(b",")]
+
+
+class RequestReader:
+    """Reads a stream of pipelined requests from one connection.
+
+    Usage::
+
+        reader.feed(data)            # b"" means the peer sent EOF
+        event = reader.next_event()  # Request, bytes, EndOfMessage,
+                                     # ConnectionClosed, NEED_DATA or PAUSED
+        reader.start_next()          # after the response to a request
+
+    Body data comes out as ``bytes``.  Errors raise :class:`HTTPError`.
+    """
+
+    __slots__ = (
+        "limits", "_buf", "_state", "_eof", "_remaining", "_body_read",
+        "_error", "_trailers", "_trailer_bytes", "_scanned", "request",
+    )
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._buf = bytearray()
+        self._state = _State.HEAD
+        self._eof = False
+        self._remaining = 0
+        self._body_read = 0
+        self._error: HTTPError | None = None
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._trailer_bytes = 0
+        # How far the incomplete head has been searched already, so that a
+        # head arriving one byte at a time costs linear, not quadratic, time.
+        self._scanned = 0
+        self.request: Request | None = None
+
+    # -- input -----------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes read from the peer; ``b""`` records end of file."""
+        if data:
+            if self._eof:
+                raise RuntimeError("data fed after EOF")
+            self._buf += data
+        else:
+            self._eof = True
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not consumed yet."""
+        return len(self._buf)
+
+    @property
+    def in_body(self) -> bool:
+        """True while a request's body is still being read."""
+        return self._state in _BODY_STATES
+
+    @property
+    def idle(self) -> bool:
+        """True between requests with nothing buffered."""
+        return self._state is _State.HEAD and not self._buf
+
+    def start_next(self) -> None:
+        """Move on to the next pipelined request (after the response)."""
+        if self._state is not _State.DONE:
+            raise RuntimeError(f"start_next() in state {self._state.value}")
+        self._state = _State.HEAD
+        self.request = None
+
+    # -- output ----------------------------------------------------------
+
+    def next_event(self):
+        """Return the next event; see the class docstring."""
+        state = self._state
+        if state is _State.HEAD:
+            return self._read_head()
+        if state is _State.BODY_LENGTH:
+            return self._read_length_body()
+        if state is _State.END:
+            self._state = _State.DONE
+            return _END_OF_MESSAGE
+        if state is _State.DONE:
+            return PAUSED
+        if state is _State.ERROR:
+            raise self._error  # type: ignore[misc]
+        if state is _State.CLOSED:
+            return CONNECTION_CLOSED
+        return self._read_chunked()
+
+    def _fail(self, status: int, reason: str) -> HTTPError:
+        self._state = _State.ERROR
+        self._error = HTTPError(status, reason)
+        self._buf.clear()
+        return self._error
+
+    # -- head ------------------------------------------------------------
+
+    def _read_head(self):
+        buf = self._buf
+        limits = self.limits
+        # RFC 9112 2.2: a server SHOULD ignore empty lines before a request.
+        start = 0
+        while buf.startswith(b"\r\n", start) and start < 16:
+            start += 2
+        if start:
+            del buf[:start]
+            self._scanned = 0
+        end = buf.find(b"\r\n\r\n", self._scanned)
+        if end < 0:
+            return self._head_incomplete()
+        self._scanned = 0
+        line_end = buf.find(b"\r\n")
+        if line_end > limits.request_line:
+            raise self._fail(414, "request line too long")
+        if end + 4 > limits.head:
+            raise self._fail(431, "request head too large")
+        head = bytes(buf[:end + 2])
+        del buf[:end + 4]
+        self._parse_head(head, line_end)
+        return self.request
+
+    def _head_incomplete(self):
+        buf = self._buf
+        limits = self.limits
+        line_end = buf.find(b"\r\n")
+        if line_end < 0:
+            if len(buf) > limits.request_line + 1:
+                raise self._fail(414, "request line too long")
+        elif line_end > limits.request_line:
+            raise self._fail(414, "request line too long")
+        elif len(buf) > limits.head:
+            raise self._fail(431, "request head too large")
+        # A bare LF or CR would leave us waiting for a CRLFCRLF that never
+        # comes; refuse it as soon as it is seen.
+        scan_end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+        if _BAD_LINE_END.search(buf, self._scanned, scan_end) is not None:
+            raise self._fail(400, "line not terminated by CRLF")
+        # Keep three bytes back: a CRLFCRLF may straddle this read and the next.
+        self._scanned = max(0, scan_end - 3)
+        if self._eof:
+            if not buf:
+                self._state = _State.CLOSED
+                return CONNECTION_CLOSED
+            raise self._fail(400, "connection closed inside request head")
+        return NEED_DATA
+
+    def _parse_head(self, head: bytes, line_end: int) -> None:
+        limits = self.limits
+        line = head[:line_end]
+        m = _REQUEST_LINE.fullmatch(line)
+        if m is None:
+            raise self._fail(400, "malformed request line")
+        method, target, major, minor = m.groups()
+        if major != b"1":
+            raise self._fail(505, "HTTP version not supported")
+        if minor == b"1":
+            version = b"1.1"
+        elif minor == b"0":
+            version = b"1.0"
+        else:
+            raise self._fail(505, "HTTP version not supported")
+
+        block = head[line_end + 2:]
+        if _HEADER_BLOCK.fullmatch(block) is None:
+            raise self._fail(400, self._block_error(block))
+        fields = _HEADER_FIELD.findall(block)
+        if len(fields) > limits.fields:
+            raise self._fail(431, "too many header fields")
+
+        req = Request()
+        req.raw_line = line
+        req.method = method
+        req.target = target
+        req.http_version = version
+        req.scheme = None
+        headers = []
+        content_length = None
+        te = None
+        host = None
+        host_count = 0
+        connection: list[bytes] = []
+        expect = None
+        upgrade = None
+        field_size = limits.field_size
+        for name, value in fields:
+            if len(name) + len(value) + 2 > field_size:
+                raise self._fail(431, "header field too large")
+            name = name.lower()
+            headers.append((name, value))
+            if name == b"host":
+                host = value
+                host_count += 1
+            elif name == b"content-length":
+                if content_length is not None:
+                    raise self._fail(400, "more than one Content-Length")
+                content_length = parse_decimal(value)
+                if content_length is None:
+                    raise self._fail(400, "invalid Content-Length")
+            elif name == b"transfer-encoding":
+                te = value if te is None else te + b"," + value
+            elif name == b"connection":
+                tokens = _split_tokens(value)
+                if tokens is None:
+                    raise self._fail(400, "invalid Connection header")
+                connection.extend(tokens)
+            elif name == b"expect":
+                expect = value if expect is None else expect + b"," + value
+            elif name == b"upgrade":
+                upgrade = value
+        req.headers = headers
+
+        if version == b"1.1":
+            if host_count != 1:
+                raise self._fail(400, "HTTP/1.1 request needs exactly one Host")
+        elif host_count > 1:
+            raise self._fail(400, "more than one Host")
+        if host is not None and _HOST.fullmatch(host) is None:
+            raise self._fail(400, "invalid Host")
+        req.host = host
+
+        self._parse_target(req, target, method)
+
+        chunked = False
+        if te is not None:
+            if version == b"1.0":
+                raise self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if content_length is not None:
+                raise self._fail(400, "both Transfer-Encoding and Content-Length")
+            codings = _split_tokens(te)
+            if codings is None:
+                raise self._fail(400, "invalid Transfer-Encoding")
+            if codings[-1] != b"chunked":
+                if b"chunked" in codings:
+                    raise self._fail(400, "chunked is not the final transfer coding")
+                raise self._fail(501, "transfer coding not implemented")
+            if len(codings) > 1:
+                if codings.count(b"chunked") > 1:
+                    raise self._fail(400, "chunked applied more than once")
+                raise self._fail(501, "transfer coding not implemented")
+            chunked = True
+        req.chunked = chunked
+        req.content_length = content_length
+        if limits.body is not None and content_length is not None and content_length > limits.body:
+            raise self._fail(413, "request body too large")
+
+        if expect is not None:
+            if expect.lower() != b"100-continue":
+                raise self._fail(417, "unsupported expectation")
+            # A 1.0 client does not know 100 Continue (RFC 9110 10.1.1).
+            req.expect_continue = version == b"1.1"
+        else:
+            req.expect_continue = False
+
+        if version == b"1.1":
+            req.keep_alive = b"close" not in connection
+        else:
+            req.keep_alive = b"keep-alive" in connection and b"close" not in connection
+        req.upgrade = upgrade if b"upgrade" in connection else None
+
+        self.request = req
+        if chunked:
+            self._state = _State.CHUNK_SIZE
+            self._body_read = 0
+            self._trailers = []
+            self._trailer_bytes = 0
+        elif content_length:
+            self._state = _State.BODY_LENGTH
+            self._remaining = content_length
+        else:
+            self._state = _State.END
+
+    def _block_error(self, block: bytes) -> str:
+        """Name what is wrong with a header block that did not match."""
+        for raw in block.split(b"\r\n")[:-1]:
+            if _HEADER_FIELD.fullmatch(raw + b"\r\n"):
+                continue
+            if raw[:1] in (b" ", b"\t"):
+                return "obsolete line folding"
+            if b":" not in raw:
+                return "header line without a colon"
+            name = raw.split(b":", 1)[0]
+            if name[-1:] in (b" ", b"\t"):
+                return "whitespace before colon"
+            if _TOKEN.fullmatch(name) is None:
+                return "invalid header name"
+            return "invalid header value"
+        return "malformed header block"
+
+    def _parse_target(self, req: Request, target: bytes, method: bytes) -> None:
+        if target[:1] == b"/":
+            path, sep, query = target.partition(b"?")
+            if b"#" in target:
+                raise self._fail(400, "fragment in request target")
+            req.path = path
+            req.query = query
+            return
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise self._fail(400, "asterisk-form is only for OPTIONS")
+            req.path = b"*"
+            req.query = b""
+            return
+        if method == b"CONNECT":
+            if _AUTHORITY.fullmatch(target) is None:
+                raise self._fail(400, "invalid CONNECT target")
+            raise self._fail(501, "CONNECT not implemented")
+        m = _ABSOLUTE.fullmatch(target)
+        if m is None or b"#" in target:
+            raise self._fail(400, "invalid request target")
+        scheme, authority, path, query = m.groups()
+        scheme = scheme.lower()
+        if scheme not in (b"http", b"https") or not authority:
+            raise self._fail(400, "invalid absolute-form target")
+        if _HOST.fullmatch(authority) is None:
+            raise self._fail(400, "invalid authority in request target")
+        # RFC 9112 3.2.2: the target's authority overrides the Host header.
+        req.host = authority
+        req.scheme = scheme
+        req.path = path or b"/"
+        req.query = query or b""
+
+    # -- body ------------------------------------------------------------
+
+    def _read_length_body(self):
+        buf = self._buf
+        if not buf:
+            if self._eof:
+                raise self._fail(400, "connection closed inside request body")
+            return NEED_DATA
+        n = self._remaining
+        if len(buf) <= n:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        self._remaining = n - len(data)
+        if self._remaining == 0:
+            self._state = _State.END
+        return data
+
+    def _read_chunked(self):
+        state = self._state
+        buf = self._buf
+        limits = self.limits
+        while True:
+            if state is _State.CHUNK_SIZE:
+                i = buf.find(b"\r\n", 0, limits.chunk_line + 2)
+                if i < 0:
+                    if len(buf) > limits.chunk_line:
+                        raise self._fail(400, "chunk size line too long")
+                    if _BAD_LINE_END.search(buf[:-1] if buf.endswith(b"\r") else buf):
+                        raise self._fail(400, "chunk line not terminated by CRLF")
+                    return self._need()
+                m = _CHUNK_LINE.fullmatch(buf, 0, i)
+                if m is None:
+                    raise self._fail(400, "invalid chunk size line")
+                size = parse_hex(m.group(1))
+                if size is None:
+                    raise self._fail(400, "chunk size too large")
+                del buf[:i + 2]
+                if size == 0:
+                    state = self._state = _State.TRAILERS
+                    continue
+                self._body_read += size
+                if limits.body is not None and self._body_read > limits.body:
+                    raise self._fail(413, "request body too large")
+                self._remaining = size
+                state = self._state = _State.CHUNK_DATA
+            elif state is _State.CHUNK_DATA:
+                if not buf:
+                    return self._need()
+                n = self._remaining
+                if len(buf) <= n:
+                    data = bytes(buf)
+                    buf.clear()
+                else:
+                    data = bytes(buf[:n])
+                    del buf[:n]
+                self._remaining = n - len(data)
+                if self._remaining == 0:
+                    self._state = _State.CHUNK_CRLF
+                return data
+            elif state is _State.CHUNK_CRLF:
+                if len(buf) < 2:
+                    if buf and buf[0] != 13:
+                        raise self._fail(400, "chunk data not followed by CRLF")
+                    return self._need()
+                if buf[0] != 13 or buf[1] != 10:
+                    raise self._fail(400, "chunk data not followed by CRLF")
+                del buf[:2]
+                state = self._state = _State.CHUNK_SIZE
+            elif state is _State.TRAILERS:
+                i = buf.find(b"\r\n")
+                if i < 0:
+                    if len(buf) > limits.field_size:
+                        raise self._fail(431, "trailer field too large")
+                    if _BAD_LINE_END.search(buf[:-1] if buf.endswith(b"\r") else buf):
+                        raise self._fail(400, "trailer not terminated by CRLF")
+                    return self._need()
+                if i == 0:
+                    del buf[:2]
+                    self._state = _State.DONE
+                    if self._trailers:
+                        return EndOfMessage(self._trailers)
+                    return _END_OF_MESSAGE
+                line = bytes(buf[:i + 2])
+                if _BAD_LINE_END.search(line, 0, i) is not None:
+                    raise self._fail(400, "trailer not terminated by CRLF")
+                m = _HEADER_FIELD.fullmatch(line)
+                if m is None:
+                    raise self._fail(400, "invalid trailer field")
+                name = m.group(1).lower()
+                if name in _FORBIDDEN_TRAILERS:
+                    raise self._fail(400, "forbidden trailer field")
+                self._trailer_bytes += len(line)
+                if (len(line) - 2 > limits.field_size
+                        or self._trailer_bytes > limits.trailer_size):
+                    raise self._fail(431, "trailer section too large")
+                self._trailers.append((name, m.group(2)))
+                if len(self._trailers) > limits.fields:
+                    raise self._fail(431, "too many trailer fields")
+                del buf[:i + 2]
+            else:  # pragma: no cover - states are exhaustive
+                raise AssertionError(state)
+
+    def _need(self):
+        if self._eof:
+            raise self._fail(400, "connection closed inside request body")
+        return NEED_DATA
+

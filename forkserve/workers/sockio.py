@@ -1,0 +1,99 @@
+"""Blocking-with-deadline reads and writes on non-blocking sockets.
+
+The sync worker keeps every client socket non-blocking so its event loop
+never stalls; while a request is being served it needs ordinary blocking
+reads and writes, but bounded in time.  ``socket.settimeout`` would poll
+before every call; these try the call first and poll only when the kernel
+says it would block.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from typing import Callable
+
+__all__ = ["ClientGone", "ClientTimeout", "recv_some", "send_all", "sendfile_all"]
+
+
+class ClientGone(ConnectionError):
+    """The client closed or reset the connection mid-exchange."""
+
+
+class ClientTimeout(TimeoutError):
+    """The client made no progress within the allowed time."""
+
+
+def _wait(sock: socket.socket, event: int, timeout: float) -> None:
+    poller = select.poll()
+    poller.register(sock, event)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ClientTimeout("client did not make progress in time")
+        if poller.poll(left * 1000.0):
+            return
+
+
+def recv_some(sock: socket.socket, timeout: float, progress: Callable[[], None],
+              size: int = 65536) -> bytes:
+    """Up to ``size`` bytes; ``b""`` on EOF; waits at most ``timeout`` seconds
+    without data."""
+    while True:
+        try:
+            data = sock.recv(size)
+        except BlockingIOError:
+            _wait(sock, select.POLLIN, timeout)
+            continue
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise ClientGone(str(exc)) from None
+        progress()
+        return data
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float,
+             progress: Callable[[], None]) -> None:
+    """Write all of ``data``; ``timeout`` bounds each stall, not the total."""
+    try:
+        sent = sock.send(data)
+    except BlockingIOError:
+        sent = 0
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise ClientGone(str(exc)) from None
+    if sent == len(data):
+        return
+    view = memoryview(data)[sent:]
+    while view:
+        _wait(sock, select.POLLOUT, timeout)
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            continue
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise ClientGone(str(exc)) from None
+        view = view[sent:]
+        progress()
+
+
+def sendfile_all(sock: socket.socket, fd: int, offset: int, count: int, timeout: float,
+                 progress: Callable[[], None]) -> int:
+    """os.sendfile ``count`` bytes from ``fd`` at ``offset``; returns bytes sent
+    (fewer only if the file was shorter than expected)."""
+    sent_total = 0
+    while sent_total < count:
+        try:
+            sent = os.sendfile(sock.fileno(), fd, offset + sent_total,
+                               min(count - sent_total, 1 << 30))
+        except BlockingIOError:
+            _wait(sock, select.POLLOUT, timeout)
+            continue
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise ClientGone(str(exc)) from None
+        if sent == 0:
+            break  # the file is shorter than it was
+        sent_total += sent
+        progress()
+    return sent_total

@@ -1,0 +1,486 @@
+"""The sync worker: WSGI apps behind a small event loop.
+
+One selector waits on the listening sockets, on idle keep-alive connections
+and on connections whose request head is still arriving.  A connection is
+handed to the application only once its whole head is in, so idle and slow
+clients cost a file descriptor, not a thread.  With ``threads = 1`` the app
+runs in the loop's own thread (one request at a time, like gunicorn's sync
+worker, but with keep-alive); with ``threads = N`` it runs in a pool of N
+threads while the loop keeps accepting (like gunicorn's gthread).
+
+Liveness: the loop beats the heartbeat on every turn.  A request that makes
+no progress (no app return, no bytes read or written) for ``timeout``
+seconds stops the beats, and the arbiter kills the worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import selectors
+import signal
+import socket
+import threading
+import time
+import traceback
+from typing import Any
+
+from ..heartbeat import WorkerState
+from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError,
+                            Limits, Request, RequestReader)
+from ..http.response import ResponseError, error_response
+from ..http.wsgi import FileWrapper, WSGIInput, WSGIResponse, base_environ, build_environ
+from ..logging import AccessRecord
+from .base import Worker
+from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
+
+__all__ = ["SyncWorker"]
+
+_ACCEPT = object()
+_WAKE = object()
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Unread request body the worker will read and drop to keep a connection
+# alive; beyond this it closes the connection instead.
+_DRAIN_LIMIT = 1 << 20
+
+
+def limits_from(cfg: Any) -> Limits:
+    """The request reader's limits from settings (0 means the head cap)."""
+    head = 65536
+    return Limits(
+        request_line=cfg.limit_request_line or head,
+        fields=cfg.limit_request_fields or 32768,
+        field_size=cfg.limit_request_field_size or head,
+        head=max(head, cfg.limit_request_line + cfg.limit_request_field_size + 4),
+        body=cfg.limit_request_body,
+    )
+
+
+class Connection:
+    """A client connection between requests (idle, or its head arriving)."""
+
+    __slots__ = ("sock", "peer", "reader", "deadline", "progress", "request", "served")
+
+    def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.reader = reader
+        self.deadline = 0.0     # idle or header deadline, monotonic
+        self.progress = 0.0     # last progress while in the app, monotonic
+        self.request: Request | None = None
+        self.served = 0
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class SyncWorker(Worker):
+    """WSGI worker; see the module docstring."""
+
+    kind = "sync"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.cfg
+        self.threads = cfg.threads
+        self.keepalive = cfg.keepalive
+        self.io_timeout = cfg.timeout if cfg.timeout > 0 else 30.0
+        self.limits = limits_from(cfg)
+        self.selector = selectors.DefaultSelector()
+        self.conns: dict[int, Connection] = {}     # waiting in the loop, by fd
+        self.busy: dict[int, Connection] = {}      # in the app, by fd
+        self.done: queue.SimpleQueue[tuple[Connection, bool]] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.accepting = False
+        name, port = self._server_name()
+        self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
+        self.trusted_unix = "unix" in cfg.forwarded_allow_ips or "*" in cfg.forwarded_allow_ips
+
+    def _server_name(self) -> tuple[str, str]:
+        for lst in self.listeners:
+            if lst.sock.family in (socket.AF_INET, socket.AF_INET6):
+                host, port = lst.sock.getsockname()[:2]
+                return host, str(port)
+        return "localhost", "80"
+
+    # -- the loop --------------------------------------------------------
+
+    def serve(self) -> None:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r, self.wake_w = rfd, wfd
+        signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        self.selector.register(rfd, selectors.EVENT_READ, _WAKE)
+        for lst in self.listeners:
+            lst.sock.setblocking(False)
+        self._set_accepting(True)
+        pool = [threading.Thread(target=self._thread_main, daemon=True,
+                                 name=f"forkserve-{i}") for i in range(self.threads if self.threads > 1 else 0)]
+        for t in pool:
+            t.start()
+
+        beat = self.heartbeat.beat
+        select = self.selector.select
+        while self.alive:
+            self._beat(beat)
+            for key, _ in select(self._select_timeout()):
+                data = key.data
+                if data is _ACCEPT:
+                    self._accept(key.fileobj)
+                elif data is _WAKE:
+                    self._drain_wake()
+                else:
+                    self._on_readable(data)
+            self._expire()
+            self.maintenance()
+
+        self._shutdown(pool)
+
+    def _beat(self, beat) -> None:
+        if not self.busy:
+            beat()
+            return
+        # Threaded: beat only while every in-flight request is progressing,
+        # so a stuck request still trips the arbiter's timeout.
+        oldest = min(c.progress for c in list(self.busy.values()))
+        if self.cfg.timeout <= 0 or time.monotonic() - oldest < self.cfg.timeout:
+            beat()
+        else:
+            for c in list(self.busy.values()):
+                if c.progress == oldest and c.request is not None:
+                    self.heartbeat.set_current(c.request.raw_line)
+
+    def _select_timeout(self) -> float:
+        timeout = 1.0
+        if self.cfg.timeout > 0:
+            timeout = min(timeout, self.cfg.timeout / 4)
+        return timeout
+
+    def _set_accepting(self, on: bool) -> None:
+        if on == self.accepting:
+            return
+        self.accepting = on
+        for lst in self.listeners:
+            if on:
+                self.selector.register(lst.sock, selectors.EVENT_READ, _ACCEPT)
+            else:
+                self.selector.unregister(lst.sock)
+
+    def _accept(self, lsock: socket.socket) -> None:
+        limit = self.cfg.worker_connections
+        for _ in range(64):
+            if len(self.conns) + len(self.busy) >= limit:
+                self._set_accepting(False)
+                return
+            try:
+                sock, peer = lsock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop accepting for a moment rather
+                    # than spin on a listener that stays readable.
+                    self.log.warning("accept() failed: %s; pausing accepts", exc.strerror)
+                    self._set_accepting(False)
+                    self._resume_at = time.monotonic() + 0.5
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                peer = None
+            conn = Connection(sock, peer, RequestReader(self.limits))
+            conn.deadline = time.monotonic() + self.cfg.header_timeout
+            self.conns[sock.fileno()] = conn
+            self.selector.register(sock, selectors.EVENT_READ, conn)
+            # Most clients send the request with the connection: read now,
+            # saving a trip through select().
+            self._on_readable(conn)
+
+    _resume_at = 0.0
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                conn, keep = self.done.get_nowait()
+            except queue.Empty:
+                break
+            self.busy.pop(conn.sock.fileno(), None)
+            self._after_exchange(conn, keep)
+
+    def _on_readable(self, conn: Connection) -> None:
+        reader = conn.reader
+        try:
+            data = conn.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if data and reader.idle:
+            # First byte of a new request: the whole head must arrive within
+            # header_timeout from now.
+            conn.deadline = time.monotonic() + self.cfg.header_timeout
+        reader.feed(data)
+        self._next_request(conn)
+
+    def _next_request(self, conn: Connection) -> None:
+        """Read the next event; start the exchange once a head is complete."""
+        try:
+            event = conn.reader.next_event()
+        except HTTPError as exc:
+            self._refuse(conn, exc)
+            return
+        if event is NEED_DATA:
+            return
+        if isinstance(event, Request):
+            self._dispatch(conn, event)
+            return
+        # ConnectionClosed, or EOF handled by the reader
+        self._close(conn)
+
+    def _dispatch(self, conn: Connection, req: Request) -> None:
+        fd = conn.sock.fileno()
+        del self.conns[fd]
+        self.selector.unregister(conn.sock)
+        conn.request = req
+        conn.progress = time.monotonic()
+        self.busy[fd] = conn
+        if self.threads > 1:
+            self.jobs.put(conn)
+            return
+        self.heartbeat.set_current(req.raw_line)
+        keep = self.handle(conn, req)
+        self.heartbeat.set_current(b"")
+        del self.busy[fd]
+        self._after_exchange(conn, keep)
+
+    def _after_exchange(self, conn: Connection, keep: bool) -> None:
+        conn.request = None
+        if not keep or not self.alive:
+            self._close(conn)
+            return
+        conn.reader.start_next()
+        fd = conn.sock.fileno()
+        self.conns[fd] = conn
+        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+        if conn.reader.buffered:
+            # A pipelined request is already here.
+            conn.deadline = time.monotonic() + self.cfg.header_timeout
+            self._next_request(conn)
+        else:
+            conn.deadline = time.monotonic() + self.keepalive
+
+    def _refuse(self, conn: Connection, exc: HTTPError) -> None:
+        """Answer a malformed request and close: nothing after it is read."""
+        self.log.debug("Refused request from %s: %s", conn.peer, exc)
+        try:
+            conn.sock.send(error_response(exc.status))
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        fd = conn.sock.fileno()
+        if self.conns.pop(fd, None) is not None:
+            try:
+                self.selector.unregister(conn.sock)
+            except (KeyError, ValueError):
+                pass
+        conn.close()
+        if not self.accepting and self.alive and time.monotonic() >= self._resume_at:
+            self._set_accepting(True)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        if not self.accepting and self.alive and now >= self._resume_at and (
+                len(self.conns) + len(self.busy) < self.cfg.worker_connections):
+            self._set_accepting(True)
+        expired = [c for c in self.conns.values() if c.deadline <= now]
+        for conn in expired:
+            if not conn.reader.idle:
+                # Slow head (slowloris): tell the client why, then close.
+                try:
+                    conn.sock.send(error_response(408))
+                except OSError:
+                    pass
+            self._close(conn)
+
+    def _thread_main(self) -> None:
+        while True:
+            conn = self.jobs.get()
+            if conn is None:
+                return
+            keep = False
+            try:
+                keep = self.handle(conn, conn.request)  # type: ignore[arg-type]
+            finally:
+                self.done.put((conn, keep))
+                try:
+                    os.write(self.wake_w, b"\0")
+                except BlockingIOError:
+                    pass  # the pipe is full: the loop is already awake
+
+    def _shutdown(self, pool: list[threading.Thread]) -> None:
+        self.heartbeat.set_state(WorkerState.STOPPING)
+        self._set_accepting(False)
+        for lst in self.listeners:
+            try:
+                lst.sock.close()
+            except OSError:
+                pass
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        # In-flight requests finish (their responses say Connection: close);
+        # the arbiter's graceful_timeout bounds how long that may take.
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while self.busy and time.monotonic() < deadline:
+            self.heartbeat.beat()
+            for key, _ in self.selector.select(0.5):
+                if key.data is _WAKE:
+                    self._drain_wake()
+        for _ in pool:
+            self.jobs.put(None)
+        signal.set_wakeup_fd(-1)
+
+    # -- one exchange ------------------------------------------------------
+
+    def handle(self, conn: Connection, req: Request) -> bool:
+        """Serve one request; True if the connection may be kept alive."""
+        sock = conn.sock
+        io_timeout = self.io_timeout
+        inline = self.threads == 1
+        beat = self.heartbeat.beat
+
+        def progress() -> None:
+            conn.progress = time.monotonic()
+            if inline:
+                beat()
+
+        def send(data: bytes) -> None:
+            send_all(sock, data, io_timeout, progress)
+
+        state = {"continue_sent": False}
+        reader = conn.reader
+
+        def fill() -> bytes:
+            while True:
+                event = reader.next_event()
+                if type(event) is bytes:
+                    return event
+                if event is NEED_DATA:
+                    if req.expect_continue and not state["continue_sent"]:
+                        state["continue_sent"] = True
+                        send(_CONTINUE)
+                    reader.feed(recv_some(sock, io_timeout, progress))
+                    continue
+                return b""  # EndOfMessage (trailers are not part of WSGI)
+
+        keep_alive = req.keep_alive and self.alive and self.keepalive > 0
+        resp = WSGIResponse(send, req, keep_alive)
+        wsgi_input = WSGIInput(fill)
+        peer = conn.peer
+        environ = build_environ(self.environ_base, req, wsgi_input, peer, "http")
+        record = AccessRecord() if self.access_log.enabled else None
+        start = time.monotonic()
+        cfg = self.cfg
+        result: Any = None
+        try:
+            cfg.pre_request(self, req)
+            result = self.app(environ, resp.start_response)
+            self._write_result(resp, result, sock, io_timeout, progress)
+            resp.finish()
+        except (ClientGone, ClientTimeout):
+            resp.must_close = True
+        except Exception as exc:
+            resp.must_close = True
+            if isinstance(exc, HTTPError):
+                # The body was malformed while the app read it.
+                status = exc.status
+                self.log.debug("Bad request body from %s: %s", peer, exc)
+            else:
+                status = 500
+                self.log.error("Error handling request %s:\n%s",
+                               req.raw_line.decode("latin-1"), traceback.format_exc())
+            if not resp.head_sent:
+                resp.status_code = status
+                try:
+                    send(error_response(status, req.http_version))
+                except (ClientGone, ClientTimeout):
+                    pass
+        finally:
+            if result is not None and hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    self.log.error("Error closing the response iterable:\n%s",
+                                   traceback.format_exc())
+        keep = not resp.close_after
+        if keep and reader.in_body:
+            # The app did not read the whole body.  If we never said
+            # "100 Continue" the client may not send it at all.
+            if req.expect_continue and not state["continue_sent"]:
+                keep = False
+            else:
+                try:
+                    keep = wsgi_input.drain(_DRAIN_LIMIT)
+                except (HTTPError, ClientGone, ClientTimeout):
+                    keep = False
+        self.request_done()
+        try:
+            cfg.post_request(self, req, environ, resp)
+        except Exception:
+            self.log.exception("post_request hook failed")
+        if record is not None:
+            self._log_access(record, req, resp, peer, start)
+        return keep
+
+    def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
+                      io_timeout: float, progress) -> None:
+        if isinstance(result, FileWrapper):
+            plan = resp.sendfile_plan(result)
+            if plan is not None:
+                fd, offset, count = plan
+                sent = sendfile_all(sock, fd, offset, count, io_timeout, progress)
+                if sent < count:
+                    resp.must_close = True
+                return
+        elif (type(result) in (list, tuple) and len(result) == 1
+              and not resp.head_sent and resp.content_length is None):
+            # The common case: a whole body in one piece.  Frame it with a
+            # Content-Length instead of chunking it.
+            body = result[0]
+            if not isinstance(body, (bytes, bytearray)):
+                raise ResponseError(f"response body must be bytes, got {type(body).__name__}")
+            resp.write(body, body_len_hint=len(body))
+            return
+        write = resp.write
+        for data in result:
+            write(data)
+
+    def _log_access(self, record: AccessRecord, req: Request, resp: WSGIResponse,
+                    peer: Any, start: float) -> None:
+        record.peer = peer[0] if peer else "unix"
+        record.method = req.method.decode("latin-1")
+        record.path = req.path.decode("latin-1")
+        record.query = req.query.decode("latin-1")
+        record.version = req.http_version.decode("latin-1")
+        record.status = resp.status_code
+        record.sent = resp.sent
+        record.request_headers = req.headers
+        record.response_headers = resp.headers
+        record.start = start
+        record.end = time.monotonic()
+        self.access_log.log(record)
