@@ -31,6 +31,7 @@ from .config import Config
 from .heartbeat import Heartbeat, WorkerState
 from .logging import error_log, reopen_logs, setup_logging
 from .sockets import Listener, close_listeners, create_listeners, inherited_fds
+from .systemd import Notifier
 from .workers.base import EXIT_BOOT_ERROR, run_worker
 
 __all__ = ["Arbiter", "HaltServer"]
@@ -107,6 +108,7 @@ class Arbiter:
         self.backoff = 0.0             # respawn delay after crash loops
         self.next_spawn_at = 0.0
         self.stopping = False
+        self.notifier = Notifier()
 
     @property
     def proc_name(self) -> str:
@@ -206,6 +208,7 @@ class Arbiter:
                     getattr(self, f"handle_{name}")()
                     continue
                 self.sleep()
+                self.notifier.tick()
                 self.reap_workers()
                 self.murder_workers()
                 self.check_reload()
@@ -251,6 +254,8 @@ class Arbiter:
 
     def stop(self, graceful: bool = True) -> None:
         """Close the listeners, stop every worker, kill what overstays."""
+        if not self.stopping:
+            self.notifier.stopping()
         self.stopping = True
         # Keep the sockets open if a re-exec'd master is taking them over.
         unlink = self.reexec_pid == 0
@@ -489,19 +494,28 @@ class Arbiter:
             self.backoff = 0.0
             self.cfg.when_ready(self)
             self.log.info("Ready: %s worker(s) serving", len(current))
+            self.notifier.ready(self.status_line())
 
     # -- reload ------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """STATUS= for systemd: workers and requests served."""
+        served = sum(w.heartbeat.read()[2] for w in self.workers.values())
+        return (f"{len(self.current_workers())} workers, generation {self.generation}, "
+                f"{served} requests served by the current workers")
 
     def reload(self) -> None:
         if self.reloading is not None:
             self.log.warning("Reload already in progress; HUP ignored")
             return
+        self.notifier.reloading()
         old_bind = self.cfg.bind
         if self.reload_config is not None:
             try:
                 cfg = self.reload_config()
             except Exception as exc:
                 self.log.error("Reload failed, keeping the running config: %s", exc)
+                self.notifier.ready(self.status_line() + "; last reload failed")
                 return
             self.cfg = cfg
             setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
@@ -514,6 +528,7 @@ class Arbiter:
                 self.app = self._reload_preloaded_app()
             except Exception as exc:
                 self.log.error("Reload failed, the app did not load: %s", exc)
+                self.notifier.ready(self.status_line() + "; last reload failed")
                 return
         self.num_workers = self.cfg.workers
         # The new generation is pending until all of it is READY;
@@ -553,12 +568,14 @@ class Arbiter:
         self.stop_generation(lambda rec: rec.generation != r.generation)
         self.log.info("Reload complete in %.2fs: %s new worker(s) serving",
                       time.monotonic() - r.started, len(new))
+        self.notifier.ready(self.status_line())
 
     def abort_reload(self, why: str) -> None:
         r = self.reloading
         assert r is not None
         self.reloading = None
         self.log.error("Reload failed (%s); the old workers keep serving", why)
+        self.notifier.ready(self.status_line() + "; last reload failed")
         self.stop_generation(lambda rec: rec.generation == r.generation)
 
     # -- USR2 --------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""WSGI test app: small routes the e2e tests drive."""
+
+import os
+import sys
+import time
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    qs = environ.get("QUERY_STRING", "")
+    if path == "/":
+        body = b"hello"
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return [body]
+    if path == "/pid":
+        body = str(os.getpid()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+    if path == "/echo":
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [body]
+    if path == "/sleep":
+        time.sleep(float(qs or "1"))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slept"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (b"part%d;" % i for i in range(3))
+    if path == "/error":
+        raise RuntimeError("boom from the test app")
+    if path == "/environ":
+        keys = sorted(k for k, v in environ.items() if isinstance(v, str))
+        body = "\n".join(f"{k}={environ[k]}" for k in keys).encode("latin-1")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+    if path == "/stderr":
+        print("to wsgi.errors", file=environ["wsgi.errors"])
+        start_response("204 No Content", [])
+        return []
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found"]
