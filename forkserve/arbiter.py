@@ -19,12 +19,15 @@ Signals:
 from __future__ import annotations
 
 import os
+import random
 import select
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+import psutil
 
 from .app import AppLoadError, detect_kind, load_app
 from .config import Config
@@ -66,6 +69,8 @@ class WorkerRecord:
     kill_at: float | None = None     # SIGKILL deadline once stopping
     aborted_at: float | None = None  # SIGABRT sent for a timeout
     expected_exit: bool = False      # we asked it to go
+    memory_limit: int = 0            # bytes of RSS, jitter included; 0: none
+    retire_at: float = 0.0           # max_worker_lifetime deadline; 0: none
 
     # gunicorn's hooks receive this object as ``worker``.
     @property
@@ -211,6 +216,7 @@ class Arbiter:
                 self.notifier.tick()
                 self.reap_workers()
                 self.murder_workers()
+                self.recycle_workers()
                 self.check_reload()
                 self.manage_workers()
                 self.check_ready()
@@ -229,9 +235,13 @@ class Arbiter:
             sys.exit(1)
 
     def sleep(self) -> None:
-        """Wait for a signal or a second, whichever first."""
+        """Wait for a signal or a second, whichever first; a twentieth of a
+        second while workers boot, so that a new generation takes over (and
+        readiness is announced) as soon as it is up."""
+        booting = self.reloading is not None or not self.ready_announced or any(
+            w.heartbeat.read()[0] is WorkerState.BOOTING for w in self.workers.values())
         try:
-            ready, _, _ = select.select([self.pipe_r], [], [], 1.0)
+            ready, _, _ = select.select([self.pipe_r], [], [], 0.05 if booting else 1.0)
             if ready:
                 while os.read(self.pipe_r, 4096):
                     pass
@@ -347,8 +357,16 @@ class Arbiter:
     def spawn_worker(self, generation: int) -> int:
         self.worker_age += 1
         heartbeat = Heartbeat()
+        cfg = self.cfg
+        now = time.monotonic()
         rec = WorkerRecord(pid=0, age=self.worker_age, generation=generation,
-                           heartbeat=heartbeat, spawned_at=time.monotonic())
+                           heartbeat=heartbeat, spawned_at=now)
+        if cfg.max_worker_memory:
+            rec.memory_limit = (cfg.max_worker_memory + random.randint(
+                0, cfg.max_worker_memory_jitter)) * 1024 * 1024
+        if cfg.max_worker_lifetime:
+            rec.retire_at = now + cfg.max_worker_lifetime + random.uniform(
+                0, cfg.max_worker_lifetime_jitter)
         self.cfg.pre_fork(self, rec)
         pid = os.fork()
         if pid == 0:
@@ -483,6 +501,29 @@ class Arbiter:
             rec.aborted_at = now
             rec.expected_exit = True
             self.kill_worker(rec.pid, signal.SIGABRT)
+
+    def recycle_workers(self) -> None:
+        """Retire workers past max_worker_memory or max_worker_lifetime;
+        manage_workers starts their replacements while they drain."""
+        now = time.monotonic()
+        for rec in list(self.workers.values()):
+            if rec.stopping or rec.generation != self.generation:
+                continue
+            if rec.retire_at and now >= rec.retire_at:
+                self.log.info("Recycling worker (pid:%s): reached max_worker_lifetime (%.0fs)",
+                              rec.pid, now - rec.spawned_at)
+                self.retire(rec)
+                continue
+            if rec.memory_limit:
+                try:
+                    rss = psutil.Process(rec.pid).memory_info().rss
+                except psutil.Error:
+                    continue
+                if rss > rec.memory_limit:
+                    self.log.info("Recycling worker (pid:%s): RSS %.1f MiB is over "
+                                  "max_worker_memory (%.1f MiB)", rec.pid, rss / 1048576,
+                                  rec.memory_limit / 1048576)
+                    self.retire(rec)
 
     def check_ready(self) -> None:
         """Announce readiness once the first generation serves."""

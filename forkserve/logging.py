@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 import os
+import select
 import sys
 import time
 from typing import Any, Iterable
@@ -36,35 +37,68 @@ class _Formatter(logging.Formatter):
                          "%Y-%m-%d %H:%M:%S %z")
 
 
-class _ReopenableFileHandler(logging.StreamHandler):
-    """A file handler whose file is opened again on :meth:`reopen`."""
+class _FDHandler(logging.Handler):
+    """Writes each record with one ``os.write`` to a file or to stdout/stderr.
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        super().__init__(self._open())
+    One write per line keeps lines whole when several workers append to the
+    same file.  A destination that cannot take the line now (a pipe nobody
+    reads, a full disk) loses the line instead of blocking or crashing the
+    process: a worker's liveness matters more than one log line.
+    """
 
-    def _open(self):
-        return open(self.path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")
+    def __init__(self, target: str, std_fd: int) -> None:
+        super().__init__()
+        self.path = None if target == "-" else target
+        self.fd = std_fd if self.path is None else self._open(self.path)
+        self.dropped = 0
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLOUT)
+
+    @staticmethod
+    def _open(path: str) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        except Exception:
+            self.handleError(record)
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                # Regular files always poll writable; a pipe only with room.
+                if not self._poll.poll(0):
+                    self.dropped += 1
+                    return
+                n = os.write(self.fd, view)
+                view = view[n:]
+        except OSError:
+            self.dropped += 1
 
     def reopen(self) -> None:
+        """Open the path again (after logrotate moved the file away)."""
+        if self.path is None:
+            return
         self.acquire()
         try:
-            old = self.stream
-            self.stream = self._open()
-            try:
-                old.close()
-            except OSError:
-                pass
+            new = self._open(self.path)
+            old, self.fd = self.fd, new
+            self._poll = select.poll()
+            self._poll.register(self.fd, select.POLLOUT)
+            os.close(old)
+        except OSError:
+            pass
         finally:
             self.release()
 
-
-def _handler(target: str, default_stream) -> logging.Handler:
-    if target == "-":
-        handler: logging.Handler = logging.StreamHandler(default_stream)
-    else:
-        handler = _ReopenableFileHandler(target)
-    return handler
+    def close(self) -> None:
+        if self.path is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        super().close()
 
 
 def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
@@ -72,15 +106,14 @@ def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
     for logger in (error_log, _access_log):
         for h in list(logger.handlers):
             logger.removeHandler(h)
-            if isinstance(h, _ReopenableFileHandler):
-                h.close()
+            h.close()
         logger.propagate = False
-    handler = _handler(errorlog, sys.stderr)
+    handler = _FDHandler(errorlog, sys.stderr.fileno())
     handler.setFormatter(_Formatter())
     error_log.addHandler(handler)
     error_log.setLevel(_LEVELS[loglevel])
     if accesslog:
-        ah = _handler(accesslog, sys.stdout)
+        ah = _FDHandler(accesslog, sys.stdout.fileno())
         ah.setFormatter(logging.Formatter("%(message)s"))
         _access_log.addHandler(ah)
         _access_log.setLevel(logging.INFO)
@@ -92,7 +125,7 @@ def reopen_logs() -> None:
     """Reopen log files (USR1): logrotate has moved them away."""
     for logger in (error_log, _access_log):
         for h in logger.handlers:
-            if isinstance(h, _ReopenableFileHandler):
+            if isinstance(h, _FDHandler):
                 h.reopen()
 
 

@@ -43,6 +43,9 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Unread request body the worker will read and drop to keep a connection
 # alive; beyond this it closes the connection instead.
 _DRAIN_LIMIT = 1 << 20
+# On graceful stop, how long a new connection may take to send its first
+# request before it is closed.
+_FIRST_REQUEST_GRACE = 2.0
 
 
 def limits_from(cfg: Any) -> Limits:
@@ -269,6 +272,7 @@ class SyncWorker(Worker):
 
     def _after_exchange(self, conn: Connection, keep: bool) -> None:
         conn.request = None
+        conn.served += 1
         if not keep or not self.alive:
             self._close(conn)
             return
@@ -334,6 +338,14 @@ class SyncWorker(Worker):
                     pass  # the pipe is full: the loop is already awake
 
     def _shutdown(self, pool: list[threading.Thread]) -> None:
+        """Drain: no new connections; finish what is in flight.
+
+        A connection that has not sent its first request yet gets a moment
+        to send it (clients retry a request on a reused connection that the
+        server closed, but not on a fresh one).  An idle keep-alive
+        connection is closed at once, unless its next request is already
+        waiting in the kernel; that one is served, with Connection: close.
+        """
         self.heartbeat.set_state(WorkerState.STOPPING)
         self._set_accepting(False)
         for lst in self.listeners:
@@ -341,16 +353,24 @@ class SyncWorker(Worker):
                 lst.sock.close()
             except OSError:
                 pass
+        now = time.monotonic()
         for conn in list(self.conns.values()):
-            self._close(conn)
-        # In-flight requests finish (their responses say Connection: close);
-        # the arbiter's graceful_timeout bounds how long that may take.
-        deadline = time.monotonic() + self.cfg.graceful_timeout
-        while self.busy and time.monotonic() < deadline:
-            self.heartbeat.beat()
-            for key, _ in self.selector.select(0.5):
+            if conn.served and conn.reader.idle:
+                self._on_readable(conn)
+                if conn.sock.fileno() in self.conns and conn.reader.idle:
+                    self._close(conn)
+            else:
+                conn.deadline = min(conn.deadline, now + _FIRST_REQUEST_GRACE)
+        deadline = now + self.cfg.graceful_timeout
+        beat = self.heartbeat.beat
+        while (self.conns or self.busy) and time.monotonic() < deadline:
+            self._beat(beat)
+            for key, _ in self.selector.select(0.2):
                 if key.data is _WAKE:
                     self._drain_wake()
+                elif key.data is not _ACCEPT:
+                    self._on_readable(key.data)
+            self._expire()
         for _ in pool:
             self.jobs.put(None)
         signal.set_wakeup_fd(-1)

@@ -1,0 +1,185 @@
+"""A small counting load generator for the chaos tests.
+
+Threads send requests in a loop, over raw sockets, until stopped; every
+request is counted as ok, failed, or retried.  The one retry allowed is the
+one RFC 9112 section 9.3.1 expects of clients: a request sent on a reused
+keep-alive connection that the server closed before sending a single byte
+of a response (the server may close an idle connection at any time) is sent
+again on a new connection.  Anything else (a reset mid-response, a 5xx, a
+timeout, a refused connection) is a failure.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+class _Closed(Exception):
+    """The connection closed before any response byte arrived."""
+
+
+def _read_response(sock: socket.socket, buf: bytearray) -> tuple[int, bytes, bool]:
+    """Read one response with a Content-Length or chunked body; (status, body, close)."""
+    got_any = bool(buf)
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            if not got_any:
+                raise _Closed()
+            raise ConnectionError("closed inside the response head")
+        got_any = True
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    buf[:] = rest
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.strip().lower()] = v.strip()
+    close = headers.get(b"connection", b"").lower() == b"close"
+    if b"content-length" in headers:
+        n = int(headers[b"content-length"])
+        while len(buf) < n:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed inside the response body")
+            buf += data
+        body = bytes(buf[:n])
+        del buf[:n]
+        return status, body, close
+    if headers.get(b"transfer-encoding") == b"chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in buf:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed inside a chunk")
+                buf += data
+            line, _, rest = bytes(buf).partition(b"\r\n")
+            size = int(line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("closed inside a chunk")
+                rest += data
+            body += rest[:size]
+            buf[:] = rest[size + 2:]
+            if size == 0:
+                return status, body, close
+    # close-delimited
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    body = bytes(buf)
+    buf.clear()
+    return status, body, True
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failed: int = 0
+    retried: int = 0
+    errors: Counter = field(default_factory=Counter)
+    bodies: Counter = field(default_factory=Counter)
+
+    def __str__(self) -> str:
+        return (f"ok={self.ok} failed={self.failed} retried={self.retried} "
+                f"errors={dict(self.errors)}")
+
+
+class Load:
+    """Client threads hammering ``path`` until :meth:`stop`."""
+
+    def __init__(self, connect, path: str = "/", keepalive: int = 2, fresh: int = 2,
+                 slow_path: str | None = None, slow: int = 0, timeout: float = 30.0) -> None:
+        self.connect = connect
+        self.timeout = timeout
+        self.result = LoadResult()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = []
+        for _ in range(keepalive):
+            self.threads.append(threading.Thread(target=self._run, args=(path, True), daemon=True))
+        for _ in range(fresh):
+            self.threads.append(threading.Thread(target=self._run, args=(path, False), daemon=True))
+        for _ in range(slow):
+            self.threads.append(threading.Thread(target=self._run, args=(slow_path, False), daemon=True))
+
+    def __enter__(self) -> "Load":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> LoadResult:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(self.timeout + 5)
+        return self.result
+
+    def _count(self, outcome: str, detail: str = "", body: bytes = b"") -> None:
+        with self.lock:
+            if outcome == "ok":
+                self.result.ok += 1
+                self.result.bodies[body[:40]] += 1
+            elif outcome == "retry":
+                self.result.retried += 1
+            else:
+                self.result.failed += 1
+                self.result.errors[detail] += 1
+
+    def _run(self, path: str, keepalive: bool) -> None:
+        sock = None
+        buf = bytearray()
+        reused = False
+        request = (f"GET {path} HTTP/1.1\r\nHost: t\r\n"
+                   + ("" if keepalive else "Connection: close\r\n") + "\r\n").encode()
+        while not self.stopping.is_set():
+            try:
+                if sock is None:
+                    sock = self.connect(self.timeout)
+                    buf.clear()
+                    reused = False
+                sock.sendall(request)
+                status, body, close = _read_response(sock, buf)
+            except (_Closed, ConnectionResetError) as exc:
+                if isinstance(exc, ConnectionResetError) and buf:
+                    sock.close()
+                    sock = None
+                    self._count("fail", "reset inside a response")
+                    continue
+                sock.close()
+                sock = None
+                if reused:
+                    self._count("retry")
+                else:
+                    self._count("fail", "closed before response on a new connection")
+                continue
+            except (OSError, ValueError, IndexError) as exc:
+                if sock is not None:
+                    sock.close()
+                sock = None
+                self._count("fail", type(exc).__name__)
+                time.sleep(0.01)
+                continue
+            if status >= 500 or status < 200:
+                self._count("fail", f"status {status}")
+            else:
+                self._count("ok", body=body)
+            if close or not keepalive:
+                sock.close()
+                sock = None
+            else:
+                reused = True
+        if sock is not None:
+            sock.close()
