@@ -466,3 +466,35 @@ def load_config_file(cfg: Config, path: str) -> None:
             continue  # imported from elsewhere: from os.path import join
         else:
             raise ConfigError(name, "unknown setting" + _suggest(name), source)
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from SETTINGS."""
+    rows = ["| setting | flag | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        flags = ", ".join(f"`{f}`" for f in s.flags) if s.flags else "(APP argument)" \
+            if s.name == "wsgi_app" else "(config file)"
+        default = "unset" if s.default is None else f"`{s.default!r}`"
+        rows.append(f"| `{s.name}` | {flags} | {default} | {s.doc.replace('|', '&#124;')} |")
+    return "\n".join(rows) + "\n"
+
+
+def update_readme(path: str) -> None:
+    """Replace the table between the README's settings markers."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    begin = text.index("<!-- settings:begin")
+    begin = text.index("\n", begin) + 1
+    end = text.index("<!-- settings:end -->")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text[:begin] + settings_markdown() + text[end:])
+
+
+if __name__ == "__main__":
+    # python -m forkserve.config [--readme README.md]
+    import sys
+
+    if sys.argv[1:2] == ["--readme"]:
+        update_readme(sys.argv[2])
+    else:
+        print(settings_markdown(), end="")
