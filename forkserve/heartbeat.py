@@ -18,10 +18,13 @@ import time
 
 __all__ = ["WorkerState", "Heartbeat"]
 
-# state (B), pad, last beat (d), requests served (Q), request line length (H)
-_HEADER = struct.Struct("=B7xdQH")
+# state (B), pad, last beat (d), requests served (Q); then the current
+# request line, NUL-terminated, so that setting and clearing it is a single
+# slice store on the hot path.
+_HEADER = struct.Struct("=B7xdQ")
 _LINE_MAX = 256
-_SIZE = _HEADER.size + _LINE_MAX
+_LINE_AT = _HEADER.size
+_SIZE = _HEADER.size + _LINE_MAX + 1
 
 
 class WorkerState(enum.IntEnum):
@@ -58,16 +61,19 @@ class Heartbeat:
 
     def set_current(self, line: bytes) -> None:
         """The request line being served now (b"" between requests)."""
-        line = line[:_LINE_MAX]
-        self._map[_HEADER.size:_HEADER.size + len(line)] = line
-        struct.pack_into("=H", self._map, 24, len(line))
+        if not line:
+            self._map[_LINE_AT] = 0
+            return
+        line = line[:_LINE_MAX] + b"\0"
+        self._map[_LINE_AT:_LINE_AT + len(line)] = line
 
     # -- master side ------------------------------------------------------
 
     def read(self) -> tuple[WorkerState, float, int, bytes]:
         """(state, seconds since the last beat, requests served, current request)."""
-        state, last, count, length = _HEADER.unpack_from(self._map, 0)
-        line = bytes(self._map[_HEADER.size:_HEADER.size + min(length, _LINE_MAX)])
+        state, last, count = _HEADER.unpack_from(self._map, 0)
+        raw = self._map[_LINE_AT:_LINE_AT + _LINE_MAX + 1]
+        line = raw[:raw.find(b"\0")]
         return WorkerState(state), time.monotonic() - last, count, line
 
     def close(self) -> None:

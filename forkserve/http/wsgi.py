@@ -221,6 +221,25 @@ _HOP_BY_HOP = frozenset({b"keep-alive", b"proxy-connection", b"transfer-encoding
                          b"proxy-authorization"})
 
 
+_HEADER_CACHE: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
+
+
+def _encode_header(item: Any) -> tuple[bytes, bytes, bytes]:
+    """Validate one (name, value) from start_response: (name, value, lower name)."""
+    if not isinstance(item, tuple) or len(item) != 2:
+        raise ResponseError(f"header must be a (name, value) tuple, got {item!r}")
+    name, value = item
+    if type(name) is not str or type(value) is not str:
+        raise ResponseError(f"header name and value must be str, got {item!r}")
+    try:
+        bname = name.encode("latin-1")
+        bvalue = value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ResponseError(f"header {name!r} is not latin-1") from None
+    check_header(bname, bvalue)
+    return bname, bvalue, bname.lower()
+
+
 class WSGIResponse:
     """``start_response``, ``write()`` and framing for one exchange.
 
@@ -276,25 +295,22 @@ class WSGIResponse:
         content_length = None
         if not isinstance(headers, list):
             raise ResponseError(f"headers must be a list, got {type(headers).__name__}")
+        cache = _HEADER_CACHE
         for item in headers:
-            if not isinstance(item, tuple) or len(item) != 2:
-                raise ResponseError(f"header must be a (name, value) tuple, got {item!r}")
-            name, value = item
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise ResponseError(f"header name and value must be str, got {item!r}")
-            try:
-                bname = name.encode("latin-1")
-                bvalue = value.encode("latin-1")
-            except UnicodeEncodeError:
-                raise ResponseError(f"header {name!r} is not latin-1") from None
-            check_header(bname, bvalue)
-            lname = bname.lower()
+            # Apps send the same few headers again and again: each distinct
+            # (name, value) is validated and encoded once.
+            cached = cache.get(item) if type(item) is tuple else None
+            if cached is None:
+                cached = _encode_header(item)
+                if len(cache) < 2048:
+                    cache[item] = cached
+            bname, bvalue, lname = cached
             if lname == b"content-length":
                 if content_length is not None:
                     raise ResponseError("more than one Content-Length")
                 content_length = parse_decimal(bvalue)
                 if content_length is None:
-                    raise ResponseError(f"invalid Content-Length {value!r}")
+                    raise ResponseError(f"invalid Content-Length {bvalue!r}")
             elif lname == b"connection":
                 if b"close" in bvalue.lower():
                     self.keep_alive = False

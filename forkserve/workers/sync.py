@@ -63,7 +63,8 @@ def limits_from(cfg: Any) -> Limits:
 class Connection:
     """A client connection between requests (idle, or its head arriving)."""
 
-    __slots__ = ("sock", "peer", "reader", "deadline", "progress", "request", "served")
+    __slots__ = ("sock", "peer", "reader", "deadline", "progress", "request", "served",
+                 "registered")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader) -> None:
         self.sock = sock
@@ -73,6 +74,7 @@ class Connection:
         self.progress = 0.0     # last progress while in the app, monotonic
         self.request: Request | None = None
         self.served = 0
+        self.registered = False  # in the selector
 
     def close(self) -> None:
         try:
@@ -103,6 +105,11 @@ class SyncWorker(Worker):
         name, port = self._server_name()
         self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
         self.trusted_unix = "unix" in cfg.forwarded_allow_ips or "*" in cfg.forwarded_allow_ips
+        # Read once: Config attribute access is a lookup, and this is the
+        # hot path.
+        self.header_timeout = cfg.header_timeout
+        self.pre_request = cfg.hooks.get("pre_request")
+        self.post_request = cfg.hooks.get("post_request")
 
     def _server_name(self) -> tuple[str, str]:
         for lst in self.listeners:
@@ -201,11 +208,15 @@ class SyncWorker(Worker):
                 peer = None
             conn = Connection(sock, peer, RequestReader(self.limits))
             conn.deadline = time.monotonic() + self.cfg.header_timeout
-            self.conns[sock.fileno()] = conn
-            self.selector.register(sock, selectors.EVENT_READ, conn)
+            fd = sock.fileno()
+            self.conns[fd] = conn
             # Most clients send the request with the connection: read now,
-            # saving a trip through select().
+            # and register with the selector only if the connection is still
+            # waiting afterwards (a Connection: close exchange never is).
             self._on_readable(conn)
+            if not conn.registered and self.conns.get(fd) is conn:
+                self.selector.register(sock, selectors.EVENT_READ, conn)
+                conn.registered = True
 
     _resume_at = 0.0
 
@@ -221,7 +232,11 @@ class SyncWorker(Worker):
             except queue.Empty:
                 break
             self.busy.pop(conn.sock.fileno(), None)
-            self._after_exchange(conn, keep)
+            if self._finish_exchange(conn, keep):
+                self.conns[conn.sock.fileno()] = conn
+                self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+                conn.registered = True
+                self._next_request(conn)
 
     def _on_readable(self, conn: Connection) -> None:
         reader = conn.reader
@@ -240,52 +255,56 @@ class SyncWorker(Worker):
         self._next_request(conn)
 
     def _next_request(self, conn: Connection) -> None:
-        """Read the next event; start the exchange once a head is complete."""
-        try:
-            event = conn.reader.next_event()
-        except HTTPError as exc:
-            self._refuse(conn, exc)
-            return
-        if event is NEED_DATA:
-            return
-        if isinstance(event, Request):
-            self._dispatch(conn, event)
-            return
-        # ConnectionClosed, or EOF handled by the reader
-        self._close(conn)
+        """Serve every complete request buffered on ``conn``, in order
+        (pipelining), until it needs more bytes or is closed."""
+        while True:
+            try:
+                event = conn.reader.next_event()
+            except HTTPError as exc:
+                self._refuse(conn, exc)
+                return
+            if event is NEED_DATA:
+                return
+            if not isinstance(event, Request):
+                # ConnectionClosed: the client is done.
+                self._close(conn)
+                return
+            conn.request = event
+            conn.progress = time.monotonic()
+            if self.threads > 1:
+                self._submit(conn)
+                return
+            heartbeat = self.heartbeat
+            heartbeat.set_current(event.raw_line)
+            keep = self.handle(conn, event)
+            heartbeat.set_current(b"")
+            if not self._finish_exchange(conn, keep):
+                return
 
-    def _dispatch(self, conn: Connection, req: Request) -> None:
+    def _submit(self, conn: Connection) -> None:
+        """Hand ``conn`` to the thread pool; the loop forgets it meanwhile."""
         fd = conn.sock.fileno()
         del self.conns[fd]
-        self.selector.unregister(conn.sock)
-        conn.request = req
-        conn.progress = time.monotonic()
+        if conn.registered:
+            self.selector.unregister(conn.sock)
+            conn.registered = False
         self.busy[fd] = conn
-        if self.threads > 1:
-            self.jobs.put(conn)
-            return
-        self.heartbeat.set_current(req.raw_line)
-        keep = self.handle(conn, req)
-        self.heartbeat.set_current(b"")
-        del self.busy[fd]
-        self._after_exchange(conn, keep)
+        self.jobs.put(conn)
 
-    def _after_exchange(self, conn: Connection, keep: bool) -> None:
+    def _finish_exchange(self, conn: Connection, keep: bool) -> bool:
+        """After a response: close, or wait for the next request.  True if
+        the connection stays open."""
         conn.request = None
         conn.served += 1
         if not keep or not self.alive:
             self._close(conn)
-            return
+            return False
         conn.reader.start_next()
-        fd = conn.sock.fileno()
-        self.conns[fd] = conn
-        self.selector.register(conn.sock, selectors.EVENT_READ, conn)
         if conn.reader.buffered:
-            # A pipelined request is already here.
-            conn.deadline = time.monotonic() + self.cfg.header_timeout
-            self._next_request(conn)
+            conn.deadline = time.monotonic() + self.header_timeout
         else:
             conn.deadline = time.monotonic() + self.keepalive
+        return True
 
     def _refuse(self, conn: Connection, exc: HTTPError) -> None:
         """Answer a malformed request and close: nothing after it is read."""
@@ -297,8 +316,9 @@ class SyncWorker(Worker):
         self._close(conn)
 
     def _close(self, conn: Connection) -> None:
-        fd = conn.sock.fileno()
-        if self.conns.pop(fd, None) is not None:
+        self.conns.pop(conn.sock.fileno(), None)
+        if conn.registered:
+            conn.registered = False
             try:
                 self.selector.unregister(conn.sock)
             except (KeyError, ValueError):
@@ -415,10 +435,10 @@ class SyncWorker(Worker):
         environ = build_environ(self.environ_base, req, wsgi_input, peer, "http")
         record = AccessRecord() if self.access_log.enabled else None
         start = time.monotonic()
-        cfg = self.cfg
         result: Any = None
         try:
-            cfg.pre_request(self, req)
+            if self.pre_request is not None:
+                self.pre_request(self, req)
             result = self.app(environ, resp.start_response)
             self._write_result(resp, result, sock, io_timeout, progress)
             resp.finish()
@@ -459,10 +479,11 @@ class SyncWorker(Worker):
                 except (HTTPError, ClientGone, ClientTimeout):
                     keep = False
         self.request_done()
-        try:
-            cfg.post_request(self, req, environ, resp)
-        except Exception:
-            self.log.exception("post_request hook failed")
+        if self.post_request is not None:
+            try:
+                self.post_request(self, req, environ, resp)
+            except Exception:
+                self.log.exception("post_request hook failed")
         if record is not None:
             self._log_access(record, req, resp, peer, start)
         return keep
