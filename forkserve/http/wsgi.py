@@ -290,7 +290,9 @@ class WSGIResponse:
         if len(raw_status) < 4 or not code_text.isdigit() or raw_status[3:4] != b" " or code_text[:1] == b"0":
             raise ResponseError(f"invalid status {status!r}")
         code = (code_text[0] - 48) * 100 + (code_text[1] - 48) * 10 + (code_text[2] - 48)
-        line = status_line(self.version, code, raw_status[4:])
+        # Always HTTP/1.1: the version we conform to (RFC 9110 6.2); a 1.0
+        # client still gets 1.0 framing (no chunking).
+        line = status_line(b"1.1", code, raw_status[4:])
         out: list[tuple[bytes, bytes]] = []
         content_length = None
         if not isinstance(headers, list):
