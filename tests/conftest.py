@@ -90,9 +90,9 @@ class Server:
         def ok():
             pids = self.workers()
             if len(pids) == count and not (exclude and set(pids) & exclude):
-                return pids
+                return (pids,)  # truthy even when no worker is wanted
             return None
-        return wait_for(ok, timeout, what=f"{count} workers")
+        return wait_for(ok, timeout, what=f"{count} workers")[0]
 
     def wait_log(self, text: str, timeout: float = 10.0, count: int = 1) -> None:
         wait_for(lambda: self.log.count(text) >= count, timeout, what=f"{text!r} in the log")

@@ -27,6 +27,9 @@ def application(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"part%d;" % i for i in range(3))
+    if path == "/file":
+        start_response("200 OK", [("Content-Type", "text/x-python")])
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"))
     if path == "/error":
         raise RuntimeError("boom from the test app")
     if path == "/environ":

@@ -1,0 +1,115 @@
+"""Config files, precedence, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import APPS, ROOT, run_forkserve
+
+pytestmark = pytest.mark.e2e
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "conf.py"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("worker = 2\n", "worker: unknown setting; did you mean 'workers'?"),
+    ("workers = 'four'\n", "workers: expected an integer >= 1, got 'four'"),
+    ("workers = 0\n", "workers: expected an integer >= 1, got 0"),
+    ("bind = ['127.0.0.1:99999']\n", "bind: invalid port in '127.0.0.1:99999'"),
+    ("bind = 'fe80::1:80'\n", "bind: an IPv6 address is written [ADDR]:PORT"),
+    ("timeout = -1\n", "timeout: expected a number of seconds >= 0"),
+    ("worker_class = 'gevent'\n", "worker_class: expected one of auto, sync, asgi"),
+    ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown setting; did you mean 'post_fork'?"),
+    ("def post_fork(server):\n    pass\n", "post_fork: a server hook taking 2 argument(s)"),
+    ("workers = (\n", "config: syntax error on line"),
+    ("raise RuntimeError('nope')\n", "config: the file raised RuntimeError: nope"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, text, needle):
+    conf = _write(tmp_path, text)
+    proc = run_forkserve("-c", str(conf), "wsgi_basic:application")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert str(conf) in lines[0]
+    assert "Booting" not in proc.stderr + proc.stdout
+
+
+def test_missing_config_file(tmp_path):
+    proc = run_forkserve("-c", str(tmp_path / "nope.py"), "wsgi_basic:application")
+    assert proc.returncode == 2
+    assert "cannot read the config file" in proc.stderr and "nope.py" in proc.stderr
+
+
+def test_bad_flag_value_names_the_setting(tmp_path):
+    proc = run_forkserve("-w", "many", "wsgi_basic:application")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == \
+        "forkserve: error: workers: expected an integer >= 1, got 'many' (command line)"
+    proc = run_forkserve("-b", "unix:", "wsgi_basic:application")
+    assert proc.returncode == 2 and "bind: empty unix socket path" in proc.stderr
+
+
+def test_no_app_is_a_usage_error():
+    proc = run_forkserve()
+    assert proc.returncode == 2 and "no application given" in proc.stderr
+
+
+def test_precedence_defaults_file_env_cli(tmp_path):
+    conf = _write(tmp_path, "workers = 3\ntimeout = 11\nkeepalive = 7\nbind = '127.0.0.1:9'\n")
+    proc = run_forkserve("-c", str(conf), "--print-config", "-t", "13", "wsgi_basic:application",
+                         env={"FORKSERVE_CMD_ARGS": "-t 12 --keep-alive 8"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "workers = 3  # " + str(conf) in out            # file over default
+    assert "keepalive = 8.0  # FORKSERVE_CMD_ARGS" in out   # env over file
+    assert "timeout = 13.0  # command line" in out          # cli over env
+    assert "graceful_timeout = 30.0\n" in out               # default
+
+
+def test_print_config_output_is_a_loadable_config(tmp_path):
+    proc = run_forkserve("-w", "3", "--threads", "4", "-b", "127.0.0.1:8123", "-b", "unix:/tmp/x.sock",
+                         "--print-config", "wsgi_basic:application")
+    assert proc.returncode == 0, proc.stderr
+    conf = _write(tmp_path, proc.stdout)
+    again = run_forkserve("-c", str(conf), "--print-config")
+    assert again.returncode == 0, again.stderr
+    strip = lambda text: [line.split("  #")[0] for line in text.splitlines()]  # noqa: E731
+    assert strip(again.stdout) == strip(proc.stdout)
+
+
+def test_check_config():
+    ok = run_forkserve("--check-config", "wsgi_basic:application")
+    assert ok.returncode == 0 and "WSGI app" in ok.stdout
+    bad = run_forkserve("--check-config", "broken_import:application")
+    assert bad.returncode == 3
+    assert "this_module_does_not_exist" in bad.stderr
+    missing = run_forkserve("--check-config", "wsgi_basic:nothing_here")
+    assert missing.returncode == 3 and "has no attribute 'nothing_here'" in missing.stderr
+
+
+def test_default_config_file_in_cwd(tmp_path):
+    (tmp_path / "forkserve.conf.py").write_text("workers = 5\n")
+    proc = run_forkserve("--print-config", "wsgi_basic:application", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "workers = 5  # forkserve.conf.py" in proc.stdout
+
+
+def test_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "forkserve", "--help"], capture_output=True,
+                         text=True, cwd=str(ROOT), timeout=30)
+    assert out.returncode == 0
+    for flag in ("--bind", "--workers", "--worker-class", "--threads", "--timeout",
+                 "--graceful-timeout", "--keep-alive", "--max-requests", "--max-requests-jitter",
+                 "--pid", "--access-logfile", "--error-logfile", "--log-level", "--preload",
+                 "--name", "--chdir", "--check-config", "--print-config"):
+        assert flag in out.stdout, flag
+    assert run_forkserve("--version").stdout.startswith("forkserve ")
+    assert APPS.exists()
