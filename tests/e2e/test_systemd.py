@@ -1,0 +1,177 @@
+"""systemd integration with the real tools: sd_notify messages read from a
+real NOTIFY_SOCKET, socket activation by systemd-socket-activate, and the
+unit files checked by systemd-analyze verify."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import APPS, ROOT, free_port, parse_response, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+class NotifyListener:
+    """A unix datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, address: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        bind_to = "\0" + address[1:] if address.startswith("@") else address
+        self.sock.bind(bind_to)
+        self.sock.settimeout(0.2)
+        self.address = address
+        self.messages: list[dict[str, str]] = []
+
+    def poll(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return
+            self.messages.append(dict(line.split("=", 1) for line in data.decode().splitlines()))
+
+    def wait(self, key: str, value: str | None = None, after: int = 0, timeout: float = 15) -> int:
+        """Index of the first message at or after ``after`` with ``key``."""
+        def find():
+            self.poll()
+            for i, msg in enumerate(self.messages[after:], after):
+                if key in msg and (value is None or msg[key] == value):
+                    return i + 1  # truthy
+            return None
+        return wait_for(find, timeout, what=f"{key} from forkserve") - 1
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_sd_notify_ready_reloading_stopping(forkserve, tmp_path, abstract):
+    address = f"@forkserve-test-{os.getpid()}-{time.monotonic_ns()}" if abstract \
+        else str(tmp_path / "notify.sock")
+    listener = NotifyListener(address)
+    server = forkserve("wsgi_basic:application", "-w", "2", env={"NOTIFY_SOCKET": address})
+    ready = listener.wait("READY", "1")
+    assert "2 workers" in listener.messages[ready]["STATUS"]
+    server.signal(signal.SIGHUP)
+    reloading = listener.wait("RELOADING", "1", after=ready + 1)
+    usec = int(listener.messages[reloading]["MONOTONIC_USEC"])
+    assert abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)) < 30
+    listener.wait("READY", "1", after=reloading + 1)
+    server.signal(signal.SIGTERM)
+    listener.wait("STOPPING", "1", after=reloading + 1)
+    assert server.wait_exit(15) == 0
+
+
+def _activate(tmp_path, listen: str, *args: str) -> subprocess.Popen:
+    tool = shutil.which("systemd-socket-activate")
+    if tool is None:
+        pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    log = open(tmp_path / "activate.log", "wb")
+    return subprocess.Popen([tool, "-l", listen, sys.executable, "-m", "forkserve", *args],
+                            cwd=str(APPS), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+
+
+def _stop_tree(proc: subprocess.Popen) -> None:
+    pids = [proc.pid]
+    try:
+        pids += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        pass
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def _connect_retry(make, timeout=10.0):
+    return wait_for(lambda: _try(make), timeout, what="a connection")
+
+
+def _try(make):
+    try:
+        return make()
+    except OSError:
+        return None
+
+
+def test_socket_activation_tcp_keeps_early_connections(tmp_path):
+    port = free_port()
+    # systemd-socket-activate binds first and starts forkserve only when the
+    # first connection arrives: that connection waits in the queue meanwhile
+    # and must be served, not lost.
+    proc = _activate(tmp_path, f"127.0.0.1:{port}", "-w", "2", "wsgi_basic:application")
+    try:
+        early = _connect_retry(lambda: socket.create_connection(("127.0.0.1", port), timeout=15))
+        with early:
+            early.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := early.recv(65536):
+                data += chunk
+        assert parse_response(data)[:1] == (200,)
+        assert parse_response(data)[2] == b"hello"
+        log = (tmp_path / "activate.log").read_text()
+        assert f"Listening at: 127.0.0.1:{port}" in log
+    finally:
+        _stop_tree(proc)
+
+
+def test_socket_activation_unix(tmp_path):
+    path = str(tmp_path / "act.sock")
+    proc = _activate(tmp_path, path, "-w", "1", "wsgi_basic:application")
+    try:
+        def make():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(15)
+            s.connect(path)
+            return s
+        with _connect_retry(make) as s:
+            s.sendall(b"GET /environ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        status, _, body = parse_response(data)
+        assert status == 200
+        assert b"REMOTE_ADDR=\n" in body or b"REMOTE_ADDR=" in body
+    finally:
+        _stop_tree(proc)
+    # systemd owns the socket file: forkserve must not remove it.
+    assert os.path.exists(path)
+
+
+def test_unit_files_pass_systemd_analyze_verify(tmp_path):
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    units = tmp_path / "units"
+    units.mkdir()
+    service = (ROOT / "systemd" / "forkserve.service").read_text()
+    # verify checks that ExecStart's binary exists: point it at this
+    # interpreter, everything else as shipped.
+    exec_line = [ln for ln in service.splitlines() if ln.startswith("ExecStart=")][0]
+    service = service.replace(exec_line, f"ExecStart={sys.executable} -m forkserve "
+                                         f"-c /srv/app/conf/prod.py app:application")
+    (units / "forkserve.service").write_text(service)
+    shutil.copy(ROOT / "systemd" / "forkserve.socket", units / "forkserve.socket")
+    proc = subprocess.run([tool, "verify", "--man=no", str(units / "forkserve.socket"),
+                           str(units / "forkserve.service")],
+                          capture_output=True, text=True, timeout=60)
+    problems = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                if "forkserve" in ln and "Failed to" not in ln or "rror" in ln]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not problems, problems
