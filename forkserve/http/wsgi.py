@@ -14,6 +14,7 @@ import sys
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
+from .proxy import Forwarded
 from .request import Request, parse_decimal
 from .response import (LAST_CHUNK, ResponseError, body_allowed, check_header,
                        chunk, date_header, status_line)
@@ -170,9 +171,11 @@ def _cgi_name(name: bytes) -> str | None:
 
 
 def build_environ(base: dict[str, Any], req: Request, wsgi_input: WSGIInput,
-                  peer: tuple[str, int] | None, url_scheme: str) -> dict[str, Any]:
-    """The environ for one request (PEP 3333)."""
+                  peer: tuple[str, int] | None, forwarded: Forwarded) -> dict[str, Any]:
+    """The environ for one request (PEP 3333).  ``forwarded`` is what a
+    trusted proxy said about the client (see http/proxy.py)."""
     environ = base.copy()
+    url_scheme = forwarded.scheme or req.scheme and req.scheme.decode("ascii") or "http"
     script_name = base["SCRIPT_NAME"]
     path = unquote_to_bytes(req.path).decode("latin-1") if b"%" in req.path else req.path.decode("latin-1")
     if script_name and (path == script_name or path.startswith(script_name + "/")):
@@ -185,7 +188,10 @@ def build_environ(base: dict[str, Any], req: Request, wsgi_input: WSGIInput,
     environ["SERVER_PROTOCOL"] = "HTTP/1.1" if req.http_version == b"1.1" else "HTTP/1.0"
     environ["wsgi.input"] = wsgi_input
     environ["wsgi.url_scheme"] = url_scheme
-    if peer:
+    if forwarded.client is not None:
+        environ["REMOTE_ADDR"] = forwarded.client
+        environ["REMOTE_PORT"] = "0"
+    elif peer:
         environ["REMOTE_ADDR"] = peer[0]
         environ["REMOTE_PORT"] = str(peer[1])
     else:
@@ -203,8 +209,9 @@ def build_environ(base: dict[str, Any], req: Request, wsgi_input: WSGIInput,
         text = value.decode("latin-1")
         old = environ.get(key)
         environ[key] = text if old is None else old + "," + text
-    if req.host is not None:
-        host = req.host.decode("latin-1")
+    raw_host = forwarded.host if forwarded.host is not None else req.host
+    if raw_host is not None:
+        host = raw_host.decode("latin-1")
         environ["HTTP_HOST"] = host
         if host:
             name, sep, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")

@@ -27,6 +27,7 @@ import traceback
 from typing import Any
 
 from ..heartbeat import WorkerState
+from ..http.proxy import ProxyTrust
 from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError,
                             Limits, Request, RequestReader)
 from ..http.response import ResponseError, error_response
@@ -104,7 +105,7 @@ class SyncWorker(Worker):
         self.accepting = False
         name, port = self._server_name()
         self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
-        self.trusted_unix = "unix" in cfg.forwarded_allow_ips or "*" in cfg.forwarded_allow_ips
+        self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
         # Read once: Config attribute access is a lookup, and this is the
         # hot path.
         self.header_timeout = cfg.header_timeout
@@ -432,7 +433,8 @@ class SyncWorker(Worker):
         resp = WSGIResponse(send, req, keep_alive)
         wsgi_input = WSGIInput(fill)
         peer = conn.peer
-        environ = build_environ(self.environ_base, req, wsgi_input, peer, "http")
+        forwarded = self.proxy.resolve(peer[0] if peer else None, req.headers)
+        environ = build_environ(self.environ_base, req, wsgi_input, peer, forwarded)
         record = AccessRecord() if self.access_log.enabled else None
         start = time.monotonic()
         result: Any = None
@@ -485,7 +487,7 @@ class SyncWorker(Worker):
             except Exception:
                 self.log.exception("post_request hook failed")
         if record is not None:
-            self._log_access(record, req, resp, peer, start)
+            self._log_access(record, req, resp, environ["REMOTE_ADDR"] or "unix", start)
         return keep
 
     def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
@@ -512,8 +514,8 @@ class SyncWorker(Worker):
             write(data)
 
     def _log_access(self, record: AccessRecord, req: Request, resp: WSGIResponse,
-                    peer: Any, start: float) -> None:
-        record.peer = peer[0] if peer else "unix"
+                    client: str, start: float) -> None:
+        record.peer = client
         record.method = req.method.decode("latin-1")
         record.path = req.path.decode("latin-1")
         record.query = req.query.decode("latin-1")

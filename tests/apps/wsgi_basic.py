@@ -27,6 +27,12 @@ def application(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return (b"part%d;" % i for i in range(3))
+    if path == "/big":
+        size = int(qs or "1048576")
+        block = b"0123456789abcdef" * 4096
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(size))])
+        return (block[:min(len(block), size - i)] for i in range(0, size, len(block)))
     if path == "/file":
         start_response("200 OK", [("Content-Type", "text/x-python")])
         return environ["wsgi.file_wrapper"](open(__file__, "rb"))

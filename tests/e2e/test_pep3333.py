@@ -137,3 +137,15 @@ def test_app_exception_is_a_500_and_the_worker_serves_on(server):
     assert "RuntimeError: app failure for the test" in server.log
     assert "Traceback" in server.log
     assert server.get("/pid")[2] == pid_before
+
+
+def test_header_names_with_underscores_are_dropped(forkserve):
+    # X-Forwarded_For would become HTTP_X_FORWARDED_FOR too: it must not be
+    # able to pose as the header a proxy sets.
+    server = forkserve("wsgi_basic:application", "-w", "1", "--forwarded-allow-ips", "10.9.9.9")
+    _, _, body = server.request("GET", "/environ", headers={"X-Forwarded_For": "6.6.6.6",
+                                                            "X-Real-Thing": "yes"})
+    env = dict(line.split("=", 1) for line in body.decode().splitlines())
+    assert "HTTP_X_FORWARDED_FOR" not in env
+    assert env["HTTP_X_REAL_THING"] == "yes"
+    assert env["REMOTE_ADDR"] == "127.0.0.1"

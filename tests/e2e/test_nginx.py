@@ -1,0 +1,147 @@
+"""forkserve behind a real nginx (Debian's nginx-light), over a unix socket,
+configured with the shipped conf/nginx.conf."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT, free_port, parse_response, wait_for
+from loadgen import Load
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def nginx(tmp_path):
+    """Start nginx with conf/nginx.conf in front of ``tmp_path/fs.sock``."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not shutil.which(binary):
+        pytest.skip("nginx is not installed (Debian package nginx-light)")
+    port = free_port()
+    sock = tmp_path / "fs.sock"
+    site = (ROOT / "conf" / "nginx.conf").read_text()
+    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
+    site = site.replace("unix:/run/forkserve/forkserve.sock", f"unix:{sock}")
+    assert f"unix:{sock}" in site and f"127.0.0.1:{port}" in site
+    (tmp_path / "site.conf").write_text(site)
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "nginx.conf").write_text(f"""
+user root;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/nginx-error.log;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    include {tmp_path}/site.conf;
+}}
+""")
+    proc = subprocess.Popen([binary, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield {"port": port, "sock": str(sock), "proc": proc}
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _via_nginx(port, request: bytes, timeout=30.0):
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(1 << 20):
+            data += chunk
+    return parse_response(data)
+
+
+def _start(forkserve, nginx, *args):
+    # The fixture's unix=True binds a socket in its own tmp dir; bind ours.
+    return forkserve("wsgi_basic:application", "-b", f"unix:{nginx['sock']}", *args, bind=False)
+
+
+def test_wsgi_app_behind_nginx(forkserve, nginx):
+    _start(forkserve, nginx, "-w", "2")
+    status, _, body = wait_for(lambda: _ok(_via_nginx(nginx["port"], b"GET / HTTP/1.1\r\n"
+                                                      b"Host: shop.example\r\nConnection: close\r\n\r\n")),
+                               10, what="nginx to reach forkserve")
+    assert (status, body) == (200, b"hello")
+
+
+def _ok(resp):
+    return resp if resp[0] == 200 else None
+
+
+def test_forwarded_headers_trusted_only_from_the_proxy(forkserve, nginx):
+    direct_port = free_port()
+    server = _start(forkserve, nginx, "-w", "1", "-b", f"127.0.0.1:{direct_port}",
+                    "--forwarded-allow-ips", "unix")
+    req = (b"GET /environ HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n"
+           b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n")
+    _, _, body = _via_nginx(nginx["port"], req)
+    env = dict(line.split("=", 1) for line in body.decode().splitlines())
+    # nginx appended the real peer (127.0.0.1) to what the client claimed;
+    # forkserve takes the rightmost address it does not trust as a proxy.
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["HTTP_X_FORWARDED_FOR"] == "6.6.6.6, 127.0.0.1"
+    assert env["wsgi.url_scheme"] == "http"  # nginx says $scheme: plain http here
+    # Straight to forkserve over TCP: 127.0.0.1 is not trusted here.
+    server.port = direct_port
+    _, _, body = server.request("GET", "/environ", headers={"X-Forwarded-For": "6.6.6.6",
+                                                            "X-Forwarded-Proto": "https"})
+    env = dict(line.split("=", 1) for line in body.decode().splitlines())
+    assert env["REMOTE_ADDR"] == "127.0.0.1" and env["wsgi.url_scheme"] == "http"
+
+
+def test_hup_through_nginx_has_no_502(forkserve, nginx):
+    server = _start(forkserve, nginx, "-w", "2")
+    import socket
+
+    def connect(timeout):
+        return socket.create_connection(("127.0.0.1", nginx["port"]), timeout=timeout)
+    wait_for(lambda: _ok(_via_nginx(nginx["port"], b"GET / HTTP/1.1\r\nHost: t\r\n"
+                                    b"Connection: close\r\n\r\n")), 10, what="nginx up")
+    with Load(connect, "/", keepalive=3, fresh=2) as load:
+        for i in range(5):
+            time.sleep(0.4)
+            before = server.log.count("Reload complete")
+            server.signal(signal.SIGHUP)
+            wait_for(lambda: server.log.count("Reload complete") > before, 20, what="reload")
+        time.sleep(0.5)
+        result = load.stop()
+    print(f"\n[nginx] HUP x5 through nginx: {result}")
+    assert result.failed == 0, result
+    assert result.ok > 100
+
+
+def test_large_upload_and_download_through_nginx(forkserve, nginx):
+    _start(forkserve, nginx, "-w", "1")
+    wait_for(lambda: _ok(_via_nginx(nginx["port"], b"GET / HTTP/1.1\r\nHost: t\r\n"
+                                    b"Connection: close\r\n\r\n")), 10, what="nginx up")
+    payload = bytes(range(256)) * (20 * 4096)  # 20 MiB
+    req = (b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+           % len(payload)) + payload
+    status, _, body = _via_nginx(nginx["port"], req, timeout=60)
+    assert status == 200 and hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
+    size = 50 * 1024 * 1024
+    status, headers, body = _via_nginx(nginx["port"], b"GET /big?%d HTTP/1.1\r\nHost: t\r\n"
+                                       b"Connection: close\r\n\r\n" % size, timeout=60)
+    assert status == 200 and len(body) == size
