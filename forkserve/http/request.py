@@ -224,6 +224,13 @@ def parse_hex(data: bytes) -> int | None:
     return n
 
 
+def _bare_line_end(buf: bytearray, start: int) -> bool:
+    """True if ``buf`` from ``start`` has an LF without CR before it, or a CR
+    without LF after it (a CR at the very end may still get its LF)."""
+    end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+    return _BAD_LINE_END.search(buf, start, end) is not None
+
+
 def _split_tokens(value: bytes) -> list[bytes] | None:
     """Lowercased tokens of a #token list, or None if it is not one."""
     if _TOKEN_LIST.fullmatch(value) is None:
@@ -362,11 +369,10 @@ class RequestReader:
             raise self._fail(431, "request head too large")
         # A bare LF or CR would leave us waiting for a CRLFCRLF that never
         # comes; refuse it as soon as it is seen.
-        scan_end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
-        if _BAD_LINE_END.search(buf, self._scanned, scan_end) is not None:
+        if _bare_line_end(buf, self._scanned):
             raise self._fail(400, "line not terminated by CRLF")
         # Keep three bytes back: a CRLFCRLF may straddle this read and the next.
-        self._scanned = max(0, scan_end - 3)
+        self._scanned = max(0, len(buf) - 4)
         if self._eof:
             if not buf:
                 self._state = _State.CLOSED
@@ -557,6 +563,14 @@ class RequestReader:
             if self._eof:
                 raise self._fail(400, "connection closed inside request body")
             return NEED_DATA
+        data = self._take()
+        if self._remaining == 0:
+            self._state = _State.END
+        return data
+
+    def _take(self) -> bytes:
+        """Up to ``_remaining`` body bytes from the buffer (it is not empty)."""
+        buf = self._buf
         n = self._remaining
         if len(buf) <= n:
             data = bytes(buf)
@@ -565,8 +579,6 @@ class RequestReader:
             data = bytes(buf[:n])
             del buf[:n]
         self._remaining = n - len(data)
-        if self._remaining == 0:
-            self._state = _State.END
         return data
 
     def _read_chunked(self):
@@ -579,7 +591,7 @@ class RequestReader:
                 if i < 0:
                     if len(buf) > limits.chunk_line:
                         raise self._fail(400, "chunk size line too long")
-                    if _BAD_LINE_END.search(buf[:-1] if buf.endswith(b"\r") else buf):
+                    if _bare_line_end(buf, 0):
                         raise self._fail(400, "chunk line not terminated by CRLF")
                     return self._need()
                 m = _CHUNK_LINE.fullmatch(buf, 0, i)
@@ -600,14 +612,7 @@ class RequestReader:
             elif state is _State.CHUNK_DATA:
                 if not buf:
                     return self._need()
-                n = self._remaining
-                if len(buf) <= n:
-                    data = bytes(buf)
-                    buf.clear()
-                else:
-                    data = bytes(buf[:n])
-                    del buf[:n]
-                self._remaining = n - len(data)
+                data = self._take()
                 if self._remaining == 0:
                     self._state = _State.CHUNK_CRLF
                 return data
@@ -625,7 +630,7 @@ class RequestReader:
                 if i < 0:
                     if len(buf) > limits.field_size:
                         raise self._fail(431, "trailer field too large")
-                    if _BAD_LINE_END.search(buf[:-1] if buf.endswith(b"\r") else buf):
+                    if _bare_line_end(buf, 0):
                         raise self._fail(400, "trailer not terminated by CRLF")
                     return self._need()
                 if i == 0:

@@ -1,0 +1,267 @@
+"""The strict request reader, sans-I/O: every case in three deliveries (one
+piece, byte by byte, split at every CR and LF), and never an event after an
+error."""
+
+from __future__ import annotations
+
+import re
+
+import h11
+import pytest
+
+from forkserve.http.request import (NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage,
+                                    HTTPError, Limits, Request, RequestReader)
+
+CANARY = b"GET /canary HTTP/1.1\r\nHost: c\r\n\r\n"
+
+
+def deliveries(data: bytes):
+    yield "whole", [data]
+    yield "bytewise", [data[i:i + 1] for i in range(len(data))]
+    yield "crlf-split", [p for p in re.split(rb"(\r|\n)", data) if p]
+
+
+def run(pieces, limits=None, eof=False):
+    """Feed pieces; collect events; stop at the first error."""
+    reader = RequestReader(limits)
+    events = []
+    for piece in pieces + ([b""] if eof else []):
+        reader.feed(piece)
+        while True:
+            try:
+                ev = reader.next_event()
+            except HTTPError as exc:
+                events.append(exc)
+                return events, reader
+            if ev is NEED_DATA:
+                break
+            if ev is PAUSED:
+                reader.start_next()
+                continue
+            events.append(ev)
+            if isinstance(ev, ConnectionClosed):
+                return events, reader
+    return events, reader
+
+
+BAD = [
+    # request line
+    (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
+    (b"GET /\tx HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+    (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+    (b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400),
+    (b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\rHost: a\r\n\r\n", 400),
+    (b"GET\x00 / HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET example.com:80 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501),
+    (b"GET ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    (b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    # header fields
+    (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x7fb\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\nb\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\n: empty\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX(y): 1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\n\r\n", 400),
+    # Host
+    (b"GET / HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    # Content-Length
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1_0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \xd9\xa1\r\n\r\nx", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", 400),
+    # Transfer-Encoding
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\n\r\n", 400),
+    # chunked bodies
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"x\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 ;\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5" + b";a=b" * 300 + b"\r\n", 400),
+    # trailers
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nHost: evil\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\r\n", 400),
+    # Expect
+    (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 1\r\n\r\nx", 417),
+    # Connection
+    (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close;\r\n\r\n", 400),
+]
+
+
+@pytest.mark.parametrize("data, status", BAD, ids=[repr(d[:40]) for d, _ in BAD])
+@pytest.mark.parametrize("how", ["whole", "bytewise", "crlf-split"])
+def test_malformed_requests_are_refused_and_nothing_follows(data, status, how):
+    pieces = dict(deliveries(data + CANARY))[how]
+    events, reader = run(pieces)
+    assert isinstance(events[-1], HTTPError), events
+    assert events[-1].status == status, (events[-1], status)
+    assert not any(isinstance(e, Request) and e.path == b"/canary" for e in events)
+    # Dead for good: the next call raises again, whatever is fed.
+    reader_error = events[-1]
+    with pytest.raises(HTTPError):
+        reader.next_event()
+    assert reader_error.status == status
+
+
+@pytest.mark.parametrize("field, limit, status", [
+    ("request_line", 100, 414), ("field_size", 100, 431), ("fields", 3, 431),
+])
+def test_limits(field, limit, status):
+    limits = Limits(**{field: limit})
+    if field == "request_line":
+        data = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+    elif field == "field_size":
+        data = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"b" * 200 + b"\r\n\r\n"
+    else:
+        data = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, limits)
+        assert isinstance(events[-1], HTTPError) and events[-1].status == status
+
+
+def test_request_line_limit_without_any_crlf():
+    events, _ = run([b"GET /" + b"a" * 5000], Limits())
+    assert events[-1].status == 414
+
+
+def test_head_cap_without_end():
+    events, _ = run([b"GET / HTTP/1.1\r\n"] + [b"X: y\r\n"] * 20000, Limits())
+    assert events[-1].status == 431
+
+
+def test_body_limit():
+    events, _ = run([b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"], Limits(body=10))
+    assert events[-1].status == 413
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n6\r\nabcdef\r\n0\r\n\r\n"
+    events, _ = run([data], Limits(body=10))
+    assert events[-1].status == 413
+
+
+GOOD = [
+    b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"GET /a/b?c=d&e=%20f HTTP/1.1\r\nHost: example.com:8080\r\nUser-Agent: x/1.0 (y; z)\r\n"
+    b"Accept: */*\r\nX-Empty:\r\nX-Tabs:\t a \t\r\n\r\n",
+    b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;name=value;q=\"quoted \\\" str\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: yes\r\n\r\n",
+    b"GET http://example.com/abs?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /old HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: [::1]:80\r\nObs: caf\xc3\xa9 \xff\r\n\r\n",
+    b"PATCH /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+]
+
+
+def _h11_events(data: bytes):
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    out = []
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA or ev is h11.PAUSED:
+            return out
+        out.append(ev)
+
+
+def _ours(data: bytes):
+    events, _ = run([data])
+    return events
+
+
+@pytest.mark.parametrize("data", GOOD, ids=range(len(GOOD)))
+def test_valid_requests_parse_like_h11(data):
+    """Differential: identical method, target, version, headers, body."""
+    ours = _ours(data)
+    theirs = _h11_events(data)
+    req = ours[0]
+    h_req = theirs[0]
+    assert isinstance(req, Request) and isinstance(h_req, h11.Request)
+    assert req.method == h_req.method
+    assert req.target == h_req.target
+    assert req.http_version == h_req.http_version
+    assert req.headers == _norm(h_req.headers.raw_items())
+    body = b"".join(e for e in ours if isinstance(e, bytes))
+    h_body = b"".join(bytes(e.data) for e in theirs if isinstance(e, h11.Data))
+    assert body == h_body
+    assert isinstance(ours[-1], EndOfMessage) and isinstance(theirs[-1], h11.EndOfMessage)
+    assert ours[-1].trailers == _norm(theirs[-1].headers.raw_items())
+
+
+def _norm(items):
+    """h11's headers as ours: names lowercased; h11 also lowercases the value
+    of Transfer-Encoding, where we keep the bytes as sent."""
+    return [(n.lower(), v) for n, v in items]
+
+
+@pytest.mark.parametrize("data", GOOD, ids=range(len(GOOD)))
+@pytest.mark.parametrize("how", ["bytewise", "crlf-split"])
+def test_valid_requests_split_anyhow(data, how):
+    whole = _ours(data)
+    split = run(dict(deliveries(data))[how])[0]
+    assert [repr(e) for e in split if not isinstance(e, bytes)] == \
+        [repr(e) for e in whole if not isinstance(e, bytes)]
+    assert b"".join(e for e in split if isinstance(e, bytes)) == \
+        b"".join(e for e in whole if isinstance(e, bytes))
+
+
+def test_pipelined_requests_come_in_order_after_start_next():
+    data = GOOD[2] + GOOD[0] + GOOD[3]
+    events, _ = run([data])
+    paths = [e.path for e in events if isinstance(e, Request)]
+    assert paths == [b"/upload", b"/", b"/c"]
+
+
+def test_clean_close_between_requests():
+    events, _ = run([GOOD[0]], eof=True)
+    assert isinstance(events[-1], ConnectionClosed)
+
+
+def test_close_inside_a_body_is_an_error():
+    events, _ = run([b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc"], eof=True)
+    assert isinstance(events[-1], HTTPError)
+
+
+def test_keep_alive_and_expect_flags():
+    r = _ours(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")[0]
+    assert r.keep_alive
+    r = _ours(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive, Close\r\n\r\n")[0]
+    assert not r.keep_alive
+    r = _ours(b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")[0]
+    assert r.expect_continue
+    r = _ours(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")[0]
+    assert r.upgrade == b"websocket"
