@@ -1,0 +1,146 @@
+"""ASGI glue, sans-I/O: the HTTP scope from a request, and the response head
+from ``http.response.start``.
+
+Message validation lives here too, so that the protocol code in
+workers/asgi.py only moves bytes and events.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+from urllib.parse import unquote
+
+from .proxy import Forwarded
+from .request import Request, parse_decimal
+from .response import ResponseError, check_header, date_header, status_line
+
+__all__ = ["ASGI_VERSION", "http_scope", "ResponseHead", "build_head"]
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+_WS_ASGI = {"version": "3.0", "spec_version": "2.4"}
+
+
+def _decode_path(raw: bytes) -> str:
+    # raw is visible ASCII (the reader refuses anything else), so decoding
+    # as ASCII cannot fail; percent-escapes are UTF-8 as the spec says.
+    text = raw.decode("ascii")
+    return unquote(text) if "%" in text else text
+
+
+def http_scope(req: Request, server: tuple[str, int | None] | None,
+               client: tuple[str, int] | None, forwarded: Forwarded, root_path: str,
+               state: dict[str, Any] | None, websocket: bool = False) -> dict[str, Any]:
+    """The scope for one HTTP (or WebSocket) request, per the ASGI spec."""
+    if forwarded.client is not None:
+        client = (forwarded.client, 0)
+    if websocket:
+        scheme = "wss" if forwarded.scheme == "https" else "ws"
+    else:
+        scheme = forwarded.scheme or (req.scheme.decode("ascii") if req.scheme else "http")
+    headers = req.headers
+    if forwarded.host is not None:
+        headers = [(n, v) for n, v in headers if n != b"host"] + [(b"host", forwarded.host)]
+    scope: dict[str, Any] = {
+        "type": "websocket" if websocket else "http",
+        "asgi": _WS_ASGI if websocket else ASGI_VERSION,
+        "http_version": "1.1" if req.http_version == b"1.1" else "1.0",
+        "scheme": scheme,
+        "path": root_path + _decode_path(req.path),
+        "raw_path": req.path,
+        "query_string": req.query,
+        "root_path": root_path,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "extensions": {"websocket.http.response": {}} if websocket else
+        {"http.response.trailers": {}, "http.response.pathsend": {}},
+    }
+    if not websocket:
+        scope["method"] = req.method.decode("ascii")
+    else:
+        scope["subprotocols"] = _subprotocols(req.headers)
+    if state is not None:
+        scope["state"] = state.copy()
+    return scope
+
+
+def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+    out: list[str] = []
+    for name, value in headers:
+        if name == b"sec-websocket-protocol":
+            out.extend(p.strip(b" \t").decode("latin-1") for p in value.split(b",") if p.strip(b" \t"))
+    return out
+
+
+class ResponseHead:
+    """What ``http.response.start`` said, validated and encoded."""
+
+    __slots__ = ("status", "lines", "content_length", "close", "trailers")
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.lines: list[bytes] = []
+        self.content_length: int | None = None
+        self.close = False
+        self.trailers = False
+
+
+_HEADER_CACHE: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+
+
+def build_head(message: dict[str, Any]) -> ResponseHead:
+    """Validate an ``http.response.start`` message; ResponseError if bad."""
+    head = ResponseHead()
+    status = message.get("status")
+    if type(status) is not int or not 100 <= status <= 999:
+        raise ResponseError(f"invalid status {status!r}")
+    head.status = status
+    head.trailers = bool(message.get("trailers", False))
+    lines = head.lines
+    cache = _HEADER_CACHE
+    for item in message.get("headers", ()):
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise ResponseError(f"header must be a (name, value) pair, got {item!r}") from None
+        key = (name, value)
+        try:
+            cached = cache.get(key)
+        except TypeError:
+            raise ResponseError(f"header name and value must be bytes, got {item!r}") from None
+        if cached is None:
+            if type(name) is not bytes or type(value) is not bytes:
+                raise ResponseError(f"header name and value must be bytes, got {item!r}")
+            check_header(name, value)
+            cached = (name.lower(), name + b": " + value + b"\r\n")
+            if len(cache) < 2048:
+                cache[key] = cached
+        lname, line = cached
+        if lname == b"content-length":
+            if head.content_length is not None:
+                raise ResponseError("more than one content-length")
+            head.content_length = parse_decimal(value)
+            if head.content_length is None:
+                raise ResponseError(f"invalid content-length {value!r}")
+            continue  # written with the framing decision
+        elif lname == b"connection":
+            if b"close" in value.lower():
+                head.close = True
+            continue
+        elif lname == b"transfer-encoding":
+            continue  # framing is ours
+        lines.append(line)
+    return head
+
+
+def head_bytes(head: ResponseHead, framing: bytes, close: bool) -> bytes:
+    """The response head on the wire; ``framing`` is a content-length or
+    transfer-encoding line (or b"")."""
+    parts = [status_line(b"1.1", head.status), b"server: forkserve\r\n", date_header()]
+    parts += head.lines
+    if framing:
+        parts.append(framing)
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
