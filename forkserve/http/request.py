@@ -297,6 +297,14 @@ class RequestReader:
         """True between requests with nothing buffered."""
         return self._state is _State.HEAD and not self._buf
 
+    def take_buffered(self) -> bytes:
+        """Hand over the unread bytes (after a protocol switch, such as a
+        WebSocket upgrade); the reader is done with this connection."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._state = _State.CLOSED
+        return data
+
     def start_next(self) -> None:
         """Move on to the next pipelined request (after the response)."""
         if self._state is not _State.DONE:

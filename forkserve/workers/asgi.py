@@ -281,6 +281,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.closed = False
+        self.ws: Any = None  # a WebSocketSession once upgraded
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -299,6 +300,9 @@ class HTTPProtocol(asyncio.Protocol):
         self._set_timer(self.worker.cfg.header_timeout, header=True)
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self.ws.feed(data)
+            return
         if self.cycle is None and self.reader.idle and not self.timer_is_header:
             # First byte of the next request: the whole head must arrive
             # within header_timeout from now.
@@ -307,6 +311,8 @@ class HTTPProtocol(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
+        if self.ws is not None:
+            return None
         self.reader.feed(b"")
         self._process()
         # Keep the write side open while a response is being produced.
@@ -316,6 +322,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.closed = True
         self.worker.connections.discard(self)
         self._cancel_timer()
+        if self.ws is not None:
+            self.ws.connection_lost()
         cycle = self.cycle
         if cycle is not None:
             cycle.disconnected = True
@@ -375,6 +383,8 @@ class HTTPProtocol(asyncio.Protocol):
                 continue
             if isinstance(event, Request):
                 self._start(event)
+                if self.ws is not None:
+                    return  # the connection speaks WebSocket now
                 continue
             if isinstance(event, ConnectionClosed):
                 self.close()
@@ -494,8 +504,11 @@ class HTTPProtocol(asyncio.Protocol):
     # -- graceful stop ----------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close now if idle; otherwise after the current response."""
-        if self.cycle is None:
+        """Close now if idle; otherwise after the current response; a
+        WebSocket with 1012 (service restart)."""
+        if self.ws is not None:
+            self.ws.close(1012)
+        elif self.cycle is None:
             self.close()
         else:
             self.cycle.keep_alive = False
@@ -515,7 +528,7 @@ class ASGIWorker(Worker):
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
         self.keepalive = cfg.keepalive
         self.root_path = cfg.root_path.rstrip("/")
-        self.limit_concurrency = getattr(cfg, "limit_concurrency", 0) or 0
+        self.limit_concurrency = cfg.limit_concurrency
         self.connections: set[Any] = set()
         self.active = 0
         self.lifespan = Lifespan(self.app, cfg.lifespan, self.log)

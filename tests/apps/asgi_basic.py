@@ -46,7 +46,8 @@ async def app(scope, receive, send):
     if scope["type"] == "websocket":
         from asgi_ws import websocket_app
         return await websocket_app(scope, receive, send)
-    path = scope["path"]
+    # Behind a proxy that strips a prefix, path includes root_path.
+    path = scope["path"][len(scope.get("root_path", "")):]
     if path == "/":
         return await _respond(send, b"hello")
     if path == "/pid":
