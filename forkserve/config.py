@@ -306,6 +306,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("header_timeout", "security", seconds, 10.0,
             "Seconds a client has to send a whole request head, from its first byte.",
             ("--header-timeout",), "SECONDS"),
+    Setting("body_timeout", "security", seconds, 30.0,
+            "Seconds a client may pause while sending a request body.",
+            ("--body-timeout",), "SECONDS"),
+    Setting("write_timeout", "security", seconds, 30.0,
+            "Seconds a client may go without reading while a response is written to it.",
+            ("--write-timeout",), "SECONDS"),
     Setting("forwarded_allow_ips", "security", forwarded_ips, ["127.0.0.1", "::1", "unix"],
             "Peers whose X-Forwarded-* and Forwarded headers are trusted: IPs, CIDR ranges, "
             "'unix' for unix sockets, or '*'.",

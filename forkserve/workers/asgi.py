@@ -35,6 +35,8 @@ __all__ = ["ASGIWorker", "ClientDisconnected"]
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Request body buffered for the app before reading from the client pauses.
 _BODY_HIGH_WATER = 256 * 1024
+# How long a connection refused with an error is drained before it closes.
+_LINGER = 2.0
 
 
 class ClientDisconnected(OSError):
@@ -135,7 +137,12 @@ class Cycle:
             self.proto.resume_reading()
             self.waiter = self.proto.loop.create_future()
             try:
-                await self.waiter
+                await asyncio.wait_for(self.waiter, self.proto.worker.body_timeout)
+            except asyncio.TimeoutError:
+                # The client stopped sending its body: give up on it.
+                self.keep_alive = False
+                self.disconnected = True
+                self.proto.abort()
             finally:
                 self.waiter = None
         if self.disconnected and not self.body and not self.body_complete:
@@ -282,6 +289,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.server: tuple[str, int | None] | None = None
         self.closed = False
         self.ws: Any = None  # a WebSocketSession once upgraded
+        self.lingering = False
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -300,6 +308,8 @@ class HTTPProtocol(asyncio.Protocol):
         self._set_timer(self.worker.cfg.header_timeout, header=True)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # dropped: the connection is closing after an error
         if self.ws is not None:
             self.ws.feed(data)
             return
@@ -311,7 +321,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
-        if self.ws is not None:
+        if self.ws is not None or self.lingering:
             return None
         self.reader.feed(b"")
         self._process()
@@ -432,9 +442,21 @@ class HTTPProtocol(asyncio.Protocol):
             self._process()
 
     def _refuse(self, exc: HTTPError, head_sent: bool) -> None:
-        if not head_sent:
-            self.write(error_response(exc.status))
-        self.close()
+        """Answer with an error and close, reading no further request; the
+        close lingers, as in the sync worker (see SyncWorker._refuse)."""
+        if head_sent or self.closed:
+            self.close()
+            return
+        self.write(error_response(exc.status))
+        self.lingering = True
+        transport = self.transport
+        if transport.can_write_eof():  # type: ignore[union-attr]
+            transport.write_eof()  # type: ignore[union-attr]
+            self.resume_reading()
+            self._cancel_timer()
+            self.timer = self.loop.call_later(_LINGER, self.close)
+        else:
+            self.close()
 
     # -- writing and flow control ---------------------------------------------
 
@@ -447,7 +469,12 @@ class HTTPProtocol(asyncio.Protocol):
             return
         fut = self.loop.create_future()
         self.drain_waiters.append(fut)
-        await fut
+        try:
+            await asyncio.wait_for(fut, self.worker.write_timeout)
+        except asyncio.TimeoutError:
+            # The client stopped reading: drop it rather than buffer forever.
+            self.abort()
+            raise ClientDisconnected("the client stopped reading") from None
 
     async def send_file(self, f: Any, count: int) -> None:
         """Send ``count`` bytes of ``f``: sendfile where the loop has it
@@ -480,6 +507,10 @@ class HTTPProtocol(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
     # -- timers ----------------------------------------------------------------
 
     def _set_timer(self, seconds: float, header: bool) -> None:
@@ -498,7 +529,8 @@ class HTTPProtocol(asyncio.Protocol):
         if self.cycle is not None:
             return
         if not self.reader.idle:
-            self.write(error_response(408))
+            self._refuse(HTTPError(408, "request head not received in time"), False)
+            return
         self.close()
 
     # -- graceful stop ----------------------------------------------------------
@@ -529,6 +561,8 @@ class ASGIWorker(Worker):
         self.keepalive = cfg.keepalive
         self.root_path = cfg.root_path.rstrip("/")
         self.limit_concurrency = cfg.limit_concurrency
+        self.body_timeout = cfg.body_timeout or None
+        self.write_timeout = cfg.write_timeout or None
         self.connections: set[Any] = set()
         self.active = 0
         self.lifespan = Lifespan(self.app, cfg.lifespan, self.log)

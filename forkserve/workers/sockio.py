@@ -26,7 +26,14 @@ class ClientTimeout(TimeoutError):
     """The client made no progress within the allowed time."""
 
 
-def _wait(sock: socket.socket, event: int, timeout: float) -> None:
+def _wait(sock: socket.socket, event: int, timeout: float,
+          progress: Callable[[], None]) -> None:
+    """Wait until ``sock`` is ready, for at most ``timeout`` seconds.
+
+    Waiting on a slow client is not the worker being stuck: ``progress`` is
+    called every second meanwhile, so the heartbeat keeps going while the
+    client's own timeout bounds the wait.
+    """
     poller = select.poll()
     poller.register(sock, event)
     deadline = time.monotonic() + timeout
@@ -34,8 +41,9 @@ def _wait(sock: socket.socket, event: int, timeout: float) -> None:
         left = deadline - time.monotonic()
         if left <= 0:
             raise ClientTimeout("client did not make progress in time")
-        if poller.poll(left * 1000.0):
+        if poller.poll(min(left, 1.0) * 1000.0):
             return
+        progress()
 
 
 def recv_some(sock: socket.socket, timeout: float, progress: Callable[[], None],
@@ -46,7 +54,7 @@ def recv_some(sock: socket.socket, timeout: float, progress: Callable[[], None],
         try:
             data = sock.recv(size)
         except BlockingIOError:
-            _wait(sock, select.POLLIN, timeout)
+            _wait(sock, select.POLLIN, timeout, progress)
             continue
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise ClientGone(str(exc)) from None
@@ -67,7 +75,7 @@ def send_all(sock: socket.socket, data: bytes, timeout: float,
         return
     view = memoryview(data)[sent:]
     while view:
-        _wait(sock, select.POLLOUT, timeout)
+        _wait(sock, select.POLLOUT, timeout, progress)
         try:
             sent = sock.send(view)
         except BlockingIOError:
@@ -88,7 +96,7 @@ def sendfile_all(sock: socket.socket, fd: int, offset: int, count: int, timeout:
             sent = os.sendfile(sock.fileno(), fd, offset + sent_total,
                                min(count - sent_total, 1 << 30))
         except BlockingIOError:
-            _wait(sock, select.POLLOUT, timeout)
+            _wait(sock, select.POLLOUT, timeout, progress)
             continue
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise ClientGone(str(exc)) from None

@@ -21,6 +21,7 @@ import queue
 import selectors
 import signal
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -47,6 +48,9 @@ _DRAIN_LIMIT = 1 << 20
 # On graceful stop, how long a new connection may take to send its first
 # request before it is closed.
 _FIRST_REQUEST_GRACE = 2.0
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
+# How long a connection refused with an error is drained before it closes.
+_LINGER = 2.0
 
 
 def limits_from(cfg: Any) -> Limits:
@@ -65,7 +69,7 @@ class Connection:
     """A client connection between requests (idle, or its head arriving)."""
 
     __slots__ = ("sock", "peer", "reader", "deadline", "progress", "request", "served",
-                 "registered")
+                 "registered", "lingering")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader) -> None:
         self.sock = sock
@@ -76,6 +80,7 @@ class Connection:
         self.request: Request | None = None
         self.served = 0
         self.registered = False  # in the selector
+        self.lingering = False   # answered with an error; draining before close
 
     def close(self) -> None:
         try:
@@ -94,7 +99,9 @@ class SyncWorker(Worker):
         cfg = self.cfg
         self.threads = cfg.threads
         self.keepalive = cfg.keepalive
-        self.io_timeout = cfg.timeout if cfg.timeout > 0 else 30.0
+        # Zero means no limit: a day stands in for it.
+        self.body_timeout = cfg.body_timeout or 86400.0
+        self.write_timeout = cfg.write_timeout or 86400.0
         self.limits = limits_from(cfg)
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}     # waiting in the loop, by fd
@@ -240,6 +247,9 @@ class SyncWorker(Worker):
                 self._next_request(conn)
 
     def _on_readable(self, conn: Connection) -> None:
+        if conn.lingering:
+            self._linger(conn)
+            return
         reader = conn.reader
         try:
             data = conn.sock.recv(65536)
@@ -262,7 +272,8 @@ class SyncWorker(Worker):
             try:
                 event = conn.reader.next_event()
             except HTTPError as exc:
-                self._refuse(conn, exc)
+                self.log.debug("Refused request from %s: %s", conn.peer, exc)
+                self._refuse(conn, exc.status)
                 return
             if event is NEED_DATA:
                 return
@@ -307,11 +318,35 @@ class SyncWorker(Worker):
             conn.deadline = time.monotonic() + self.keepalive
         return True
 
-    def _refuse(self, conn: Connection, exc: HTTPError) -> None:
-        """Answer a malformed request and close: nothing after it is read."""
-        self.log.debug("Refused request from %s: %s", conn.peer, exc)
+    def _refuse(self, conn: Connection, status: int) -> None:
+        """Answer with an error and close, reading no further request.
+
+        The close lingers (as nginx's does): shut our side, then read and
+        drop what the client is still sending for a moment.  Closing with
+        unread bytes would make the kernel send a reset, and the client
+        could lose the very response that tells it what went wrong.
+        """
         try:
-            conn.sock.send(error_response(exc.status))
+            conn.sock.send(error_response(status))
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.lingering = True
+        conn.deadline = time.monotonic() + _LINGER
+        fd = conn.sock.fileno()
+        self.conns[fd] = conn
+        if not conn.registered:
+            self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+            conn.registered = True
+
+    def _linger(self, conn: Connection) -> None:
+        """Read and drop bytes on a closing connection until EOF."""
+        try:
+            while conn.sock.recv(65536):
+                pass
+        except BlockingIOError:
+            return
         except OSError:
             pass
         self._close(conn)
@@ -335,13 +370,11 @@ class SyncWorker(Worker):
             self._set_accepting(True)
         expired = [c for c in self.conns.values() if c.deadline <= now]
         for conn in expired:
-            if not conn.reader.idle:
+            if conn.lingering or conn.reader.idle:
+                self._close(conn)
+            else:
                 # Slow head (slowloris): tell the client why, then close.
-                try:
-                    conn.sock.send(error_response(408))
-                except OSError:
-                    pass
-            self._close(conn)
+                self._refuse(conn, 408)
 
     def _thread_main(self) -> None:
         while True:
@@ -401,7 +434,8 @@ class SyncWorker(Worker):
     def handle(self, conn: Connection, req: Request) -> bool:
         """Serve one request; True if the connection may be kept alive."""
         sock = conn.sock
-        io_timeout = self.io_timeout
+        body_timeout = self.body_timeout
+        write_timeout = self.write_timeout
         inline = self.threads == 1
         beat = self.heartbeat.beat
 
@@ -411,7 +445,7 @@ class SyncWorker(Worker):
                 beat()
 
         def send(data: bytes) -> None:
-            send_all(sock, data, io_timeout, progress)
+            send_all(sock, data, write_timeout, progress)
 
         state = {"continue_sent": False}
         reader = conn.reader
@@ -425,7 +459,7 @@ class SyncWorker(Worker):
                     if req.expect_continue and not state["continue_sent"]:
                         state["continue_sent"] = True
                         send(_CONTINUE)
-                    reader.feed(recv_some(sock, io_timeout, progress))
+                    reader.feed(recv_some(sock, body_timeout, progress))
                     continue
                 return b""  # EndOfMessage (trailers are not part of WSGI)
 
@@ -442,10 +476,15 @@ class SyncWorker(Worker):
             if self.pre_request is not None:
                 self.pre_request(self, req)
             result = self.app(environ, resp.start_response)
-            self._write_result(resp, result, sock, io_timeout, progress)
+            self._write_result(resp, result, sock, write_timeout, progress)
             resp.finish()
-        except (ClientGone, ClientTimeout):
+        except ClientGone:
             resp.must_close = True
+        except ClientTimeout:
+            resp.must_close = True
+            # A client that stopped reading: reset the connection, so the
+            # kernel drops the unsent response instead of trickling it out.
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
         except Exception as exc:
             resp.must_close = True
             if isinstance(exc, HTTPError):
@@ -491,12 +530,12 @@ class SyncWorker(Worker):
         return keep
 
     def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
-                      io_timeout: float, progress) -> None:
+                      write_timeout: float, progress) -> None:
         if isinstance(result, FileWrapper):
             plan = resp.sendfile_plan(result)
             if plan is not None:
                 fd, offset, count = plan
-                sent = sendfile_all(sock, fd, offset, count, io_timeout, progress)
+                sent = sendfile_all(sock, fd, offset, count, write_timeout, progress)
                 if sent < count:
                     resp.must_close = True
                 return
