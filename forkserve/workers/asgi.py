@@ -35,6 +35,9 @@ __all__ = ["ASGIWorker", "ClientDisconnected"]
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # Request body buffered for the app before reading from the client pauses.
 _BODY_HIGH_WATER = 256 * 1024
+# On graceful stop, how long a new connection may take to send its first
+# request before it is closed.
+_FIRST_REQUEST_GRACE = 2.0
 # How long a connection refused with an error is drained before it closes.
 _LINGER = 2.0
 
@@ -290,6 +293,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.closed = False
         self.ws: Any = None  # a WebSocketSession once upgraded
         self.lingering = False
+        self.served = 0
 
     # -- asyncio callbacks ---------------------------------------------------
 
@@ -429,6 +433,7 @@ class HTTPProtocol(asyncio.Protocol):
         if worker.access_log.enabled:
             worker.log_access(cycle, self)
         self.cycle = None
+        self.served += 1
         if self.closed:
             return
         if not cycle.keep_alive or not cycle.body_complete or not worker.alive:
@@ -540,10 +545,17 @@ class HTTPProtocol(asyncio.Protocol):
         WebSocket with 1012 (service restart)."""
         if self.ws is not None:
             self.ws.close(1012)
-        elif self.cycle is None:
+        elif self.cycle is not None:
+            self.cycle.keep_alive = False
+        elif self.served and self.reader.idle:
+            # Idle keep-alive: clients retry a request on a reused
+            # connection that the server closed.
             self.close()
         else:
-            self.cycle.keep_alive = False
+            # A new connection has not sent its first request yet (or is
+            # sending it): a client does not retry on a fresh connection,
+            # so give it a moment; its response will close it.
+            self._set_timer(_FIRST_REQUEST_GRACE, header=True)
 
 
 class ASGIWorker(Worker):

@@ -145,3 +145,21 @@ def test_large_upload_and_download_through_nginx(forkserve, nginx):
     status, headers, body = _via_nginx(nginx["port"], b"GET /big?%d HTTP/1.1\r\nHost: t\r\n"
                                        b"Connection: close\r\n\r\n" % size, timeout=60)
     assert status == 200 and len(body) == size
+
+
+def test_asgi_websocket_through_nginx(forkserve, nginx):
+    import asyncio
+
+    import websockets
+    forkserve("asgi_basic:app", "-b", f"unix:{nginx['sock']}", "-w", "2", bind=False)
+    wait_for(lambda: _ok(_via_nginx(nginx["port"], b"GET / HTTP/1.1\r\nHost: t\r\n"
+                                    b"Connection: close\r\n\r\n")), 10, what="nginx up")
+
+    async def run():
+        async with websockets.connect(f"ws://127.0.0.1:{nginx['port']}/ws/echo") as ws:
+            await ws.send("through nginx")
+            text = await ws.recv()
+            await ws.send(b"\x01" * 100_000)
+            return text, await ws.recv()
+    text, data = asyncio.run(asyncio.wait_for(run(), 20))
+    assert text == "through nginx" and data == b"\x01" * 100_000
