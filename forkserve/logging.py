@@ -242,6 +242,24 @@ class AccessLog:
     def enabled(self) -> bool:
         return _access_log.isEnabledFor(logging.INFO)
 
+    def log_exchange(self, req: Any, client: str, status: int, sent: int,
+                     response_headers: Iterable[tuple[bytes, bytes]], start: float) -> None:
+        """Log one exchange; ``req`` is an http.request.Request, ``start``
+        the monotonic time it began."""
+        record = AccessRecord()
+        record.peer = client
+        record.method = req.method.decode("latin-1")
+        record.path = req.path.decode("latin-1")
+        record.query = req.query.decode("latin-1")
+        record.version = req.http_version.decode("latin-1")
+        record.status = status
+        record.sent = sent
+        record.request_headers = req.headers
+        record.response_headers = response_headers
+        record.start = start
+        record.end = time.monotonic()
+        self.log(record)
+
     def log(self, record: AccessRecord) -> None:
         """Format and write ``record``; never raises."""
         try:

@@ -25,7 +25,6 @@ from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError
                             Request, RequestReader)
 from ..http.response import (LAST_CHUNK, ResponseError, body_allowed, check_header, chunk,
                              error_response)
-from ..logging import AccessRecord
 from .base import Worker
 from .lifespan import Lifespan
 from .sync import limits_from
@@ -641,18 +640,6 @@ class ASGIWorker(Worker):
         await self.lifespan.shutdown(self.cfg.graceful_timeout)
 
     def log_access(self, cycle: Cycle, proto: HTTPProtocol) -> None:
-        req = cycle.req
-        record = AccessRecord()
         client = cycle.scope.get("client")
-        record.peer = client[0] if client else "unix"
-        record.method = req.method.decode("latin-1")
-        record.path = req.path.decode("latin-1")
-        record.query = req.query.decode("latin-1")
-        record.version = req.http_version.decode("latin-1")
-        record.status = cycle.status
-        record.sent = cycle.sent
-        record.request_headers = req.headers
-        record.response_headers = []
-        record.start = cycle.start
-        record.end = time.monotonic()
-        self.access_log.log(record)
+        self.access_log.log_exchange(cycle.req, client[0] if client else "unix", cycle.status,
+                                     cycle.sent, (), cycle.start)

@@ -33,7 +33,6 @@ from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError
                             Limits, Request, RequestReader)
 from ..http.response import ResponseError, error_response
 from ..http.wsgi import FileWrapper, WSGIInput, WSGIResponse, base_environ, build_environ
-from ..logging import AccessRecord
 from .base import Worker
 from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
 
@@ -469,7 +468,6 @@ class SyncWorker(Worker):
         peer = conn.peer
         forwarded = self.proxy.resolve(peer[0] if peer else None, req.headers)
         environ = build_environ(self.environ_base, req, wsgi_input, peer, forwarded)
-        record = AccessRecord() if self.access_log.enabled else None
         start = time.monotonic()
         result: Any = None
         try:
@@ -525,8 +523,9 @@ class SyncWorker(Worker):
                 self.post_request(self, req, environ, resp)
             except Exception:
                 self.log.exception("post_request hook failed")
-        if record is not None:
-            self._log_access(record, req, resp, environ["REMOTE_ADDR"] or "unix", start)
+        if self.access_log.enabled:
+            self.access_log.log_exchange(req, environ["REMOTE_ADDR"] or "unix", resp.status_code,
+                                         resp.sent, resp.headers, start)
         return keep
 
     def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
@@ -551,18 +550,3 @@ class SyncWorker(Worker):
         write = resp.write
         for data in result:
             write(data)
-
-    def _log_access(self, record: AccessRecord, req: Request, resp: WSGIResponse,
-                    client: str, start: float) -> None:
-        record.peer = client
-        record.method = req.method.decode("latin-1")
-        record.path = req.path.decode("latin-1")
-        record.query = req.query.decode("latin-1")
-        record.version = req.http_version.decode("latin-1")
-        record.status = resp.status_code
-        record.sent = resp.sent
-        record.request_headers = req.headers
-        record.response_headers = resp.headers
-        record.start = start
-        record.end = time.monotonic()
-        self.access_log.log(record)
