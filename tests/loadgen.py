@@ -89,6 +89,7 @@ class LoadResult:
     retried: int = 0
     errors: Counter = field(default_factory=Counter)
     bodies: Counter = field(default_factory=Counter)
+    failures: list = field(default_factory=list)  # (time, local address, error)
 
     def __str__(self) -> str:
         return (f"ok={self.ok} failed={self.failed} retried={self.retried} "
@@ -140,6 +141,7 @@ class Load:
 
     def _run(self, path: str, keepalive: bool) -> None:
         sock = None
+        local = None
         buf = bytearray()
         reused = False
         request = (f"GET {path} HTTP/1.1\r\nHost: t\r\n"
@@ -148,6 +150,7 @@ class Load:
             try:
                 if sock is None:
                     sock = self.connect(self.timeout)
+                    local = sock.getsockname()
                     buf.clear()
                     reused = False
                 sock.sendall(request)
@@ -164,6 +167,7 @@ class Load:
                     self._count("retry")
                 else:
                     self._count("fail", "closed before response on a new connection")
+                    self.result.failures.append((time.time(), local, type(exc).__name__))
                 continue
             except (OSError, ValueError, IndexError) as exc:
                 if sock is not None:

@@ -369,8 +369,16 @@ class SyncWorker(Worker):
             self._set_accepting(True)
         expired = [c for c in self.conns.values() if c.deadline <= now]
         for conn in expired:
-            if conn.lingering or conn.reader.idle:
+            if conn.lingering:
                 self._close(conn)
+            elif conn.reader.idle:
+                # This worker may have been busy in the app past the
+                # deadline while a request sat unread in the kernel: read
+                # before deciding the client is idle.
+                fd = conn.sock.fileno()
+                self._on_readable(conn)
+                if self.conns.get(fd) is conn and conn.reader.idle and conn.deadline <= now:
+                    self._close(conn)
             else:
                 # Slow head (slowloris): tell the client why, then close.
                 self._refuse(conn, 408)

@@ -54,7 +54,7 @@ def test_hup_20_times_under_load_loses_nothing(forkserve, tmp_path, kind):
         result = load.stop()
     _report(f"HUP x20 under load ({kind})", result)
     assert server.proc.poll() is None and server.pid == master
-    assert result.failed == 0, f"{result}\n{server.log[-3000:]}"
+    assert result.failed == 0, f"{result} {result.failures}\n{server.log[-3000:]}"
     assert result.ok > 200
     # The new code is what is served now.
     status, _, body = server.get("/version")

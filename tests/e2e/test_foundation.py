@@ -243,3 +243,24 @@ def test_hooks_are_called(forkserve, tmp_path):
         assert hook in names, (hook, names)
     assert "nworkers_changed 2->3" in hook_log.read_text()
     assert names[0] == "on_starting" and names[-1] == "on_exit"
+
+
+def test_request_waiting_while_the_worker_was_busy_is_served(forkserve):
+    # One worker, one thread.  A client connects (accepted, nothing sent
+    # yet); another's request keeps the worker in the app for 3 s; the first
+    # client sends its request meanwhile, and it waits unread in the kernel
+    # past header_timeout (1 s).  That client did nothing wrong: it must be
+    # served, not dropped as idle.
+    server = forkserve(APP, "-w", "1", "--header-timeout", "1")
+    early = server.connect()
+    time.sleep(0.3)
+    slow = threading.Thread(target=lambda: server.request("GET", "/sleep?3"))
+    slow.start()
+    time.sleep(0.5)
+    early.sendall(b"GET /pid HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := early.recv(65536):
+        data += chunk
+    early.close()
+    slow.join(10)
+    assert data.startswith(b"HTTP/1.1 200"), data
