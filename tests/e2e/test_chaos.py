@@ -224,3 +224,56 @@ def test_emfile_backs_off_and_recovers(forkserve):
             s.close()
     # Descriptors are free again: new clients are served by the same worker.
     assert server.get("/pid")[2] == str(worker).encode()
+
+
+def test_preload_hup_reloads_the_app_in_the_master(forkserve, tmp_path):
+    _copy_app(tmp_path, "v1")
+    server = forkserve("chaos_live:application", "-w", "2", "--preload", cwd=tmp_path,
+                       env={"PYTHONDONTWRITEBYTECODE": "1"})
+    assert server.get("/version")[2] == b"v1"
+    _copy_app(tmp_path, "v2-preloaded")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload complete", timeout=20)
+    assert server.get("/version")[2] == b"v2-preloaded"
+    # A broken app on HUP keeps the old one serving.
+    (tmp_path / "chaos_live.py").write_text("raise ImportError('half-deployed')\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload failed", timeout=20)
+    assert server.get("/version")[2] == b"v2-preloaded"
+
+
+def test_unread_stdout_pipe_does_not_block_workers(tmp_path):
+    """Access log to a stdout pipe nobody reads: requests keep flowing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, free_port
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    proc = subprocess.Popen([sys.executable, "-m", "forkserve", "-w", "1", "-b", f"127.0.0.1:{port}",
+                             "--access-logfile", "-", "--error-logfile", str(tmp_path / "err.log"),
+                             "wsgi_chaos:application"], cwd=str(APPS), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: "Ready:" in (tmp_path / "err.log").read_text()
+                 if (tmp_path / "err.log").exists() else False, 15, what="ready")
+        # A pipe holds 64 KiB; 3,000 access lines are far more than that.
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for _ in range(3000):
+                s.sendall(b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        assert time.monotonic() - start < 30
+    finally:
+        pids = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except Exception:
+            pass
+        for pid in pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
