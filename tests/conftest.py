@@ -48,6 +48,46 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
         time.sleep(interval)
 
 
+def read_until_close(sock: socket.socket) -> bytes:
+    """Everything the peer sends until it closes (a reset ends it too)."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def stop_tree(proc: subprocess.Popen, extra_pids: set[int] | frozenset[int] = frozenset()) -> None:
+    """TERM ``proc`` (a forkserve master, or a wrapper of one), wait, then
+    KILL it and every descendant and extra PID still alive."""
+    pids = {proc.pid} | set(extra_pids)
+    try:
+        pids.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        pass
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 class Server:
     """A running forkserve master started by a test."""
 
@@ -106,22 +146,7 @@ class Server:
     def stop(self) -> None:
         """TERM the master, then KILL anything it left behind."""
         self.workers()
-        if self.proc.poll() is None:
-            try:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-            except ProcessLookupError:
-                pass
-        for pid in self.seen_pids:
-            try:
-                p = psutil.Process(pid)
-                if p.status() != psutil.STATUS_ZOMBIE:
-                    p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(self.proc, self.seen_pids)
 
     # -- clients ---------------------------------------------------------
 
@@ -138,16 +163,7 @@ class Server:
         """Send ``data`` on a new connection; return all bytes until the server closes."""
         with self.connect(timeout) as s:
             s.sendall(data)
-            chunks = []
-            while True:
-                try:
-                    chunk = s.recv(65536)
-                except ConnectionResetError:
-                    break
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        return b"".join(chunks)
+            return read_until_close(s)
 
     def request(self, method: str, path: str, body: bytes = b"",
                 headers: dict[str, str] | None = None, timeout: float = 10.0):

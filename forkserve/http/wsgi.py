@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
 
 from .proxy import Forwarded

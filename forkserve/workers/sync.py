@@ -29,8 +29,7 @@ from typing import Any
 
 from ..heartbeat import WorkerState
 from ..http.proxy import ProxyTrust
-from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError,
-                            Limits, Request, RequestReader)
+from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
 from ..http.wsgi import FileWrapper, WSGIInput, WSGIResponse, base_environ, build_environ
 from .base import Worker

@@ -17,8 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import (BytesMessage, CloseConnection, Message, Ping, Pong,
-                            TextMessage)
+from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from ..http.asgi import build_head, head_bytes, http_scope

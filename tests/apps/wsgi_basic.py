@@ -1,7 +1,6 @@
 """WSGI test app: small routes the e2e tests drive."""
 
 import os
-import sys
 import time
 
 

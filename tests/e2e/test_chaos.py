@@ -247,7 +247,7 @@ def test_unread_stdout_pipe_does_not_block_workers(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, free_port
+    from conftest import ROOT, free_port, stop_tree
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
     proc = subprocess.Popen([sys.executable, "-m", "forkserve", "-w", "1", "-b", f"127.0.0.1:{port}",
@@ -266,14 +266,4 @@ def test_unread_stdout_pipe_does_not_block_workers(tmp_path):
                 assert s.recv(4096).startswith(b"HTTP/1.1 200")
         assert time.monotonic() - start < 30
     finally:
-        pids = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except Exception:
-            pass
-        for pid in pids:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(proc)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import re
 import socket
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import APPS, ROOT, free_port, wait_for
+from conftest import APPS, ROOT, free_port, read_until_close, stop_tree, wait_for
 
 sys_path_unit = ROOT / "tests" / "unit"
 import sys  # noqa: E402
@@ -83,18 +81,7 @@ def target(request, tmp_path_factory):
                  what="server ready")
         yield {"kind": request.param, "port": port, "record": record, "log": log, "proc": proc}
     finally:
-        import psutil
-        pids = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        for pid in pids:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+        stop_tree(proc)
 
 
 def _exchange(port: int, pieces) -> bytes:
@@ -107,16 +94,7 @@ def _exchange(port: int, pieces) -> bytes:
             s.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server answered and closed early: fine
-        data = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data
+        return read_until_close(s)
 
 
 @pytest.mark.parametrize("data, status", CASES, ids=[repr(d[:30]) for d, _ in CASES])

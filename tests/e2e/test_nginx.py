@@ -7,7 +7,6 @@ import hashlib
 import shutil
 import signal
 import subprocess
-import threading
 import time
 
 import pytest

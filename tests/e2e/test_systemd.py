@@ -12,10 +12,9 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
-from conftest import APPS, ROOT, free_port, parse_response, wait_for
+from conftest import APPS, ROOT, free_port, parse_response, stop_tree, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -79,26 +78,6 @@ def _activate(tmp_path, listen: str, *args: str) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL)
 
 
-def _stop_tree(proc: subprocess.Popen) -> None:
-    pids = [proc.pid]
-    try:
-        pids += [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        pass
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    for pid in pids:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 def _connect_retry(make, timeout=10.0):
     return wait_for(lambda: _try(make), timeout, what="a connection")
 
@@ -128,7 +107,7 @@ def test_socket_activation_tcp_keeps_early_connections(tmp_path):
         log = (tmp_path / "activate.log").read_text()
         assert f"Listening at: 127.0.0.1:{port}" in log
     finally:
-        _stop_tree(proc)
+        stop_tree(proc)
 
 
 def test_socket_activation_unix(tmp_path):
@@ -149,7 +128,7 @@ def test_socket_activation_unix(tmp_path):
         assert status == 200
         assert b"REMOTE_ADDR=\n" in body or b"REMOTE_ADDR=" in body
     finally:
-        _stop_tree(proc)
+        stop_tree(proc)
     # systemd owns the socket file: forkserve must not remove it.
     assert os.path.exists(path)
 
