@@ -114,6 +114,9 @@ class Arbiter:
         self.next_spawn_at = 0.0
         self.stopping = False
         self.notifier = Notifier()
+        # Set when this master was re-executed by an older one (USR2).
+        parent = os.environ.pop("FORKSERVE_PARENT_PID", "")
+        self.parent_master = int(parent) if parent.isdigit() else 0
 
     @property
     def proc_name(self) -> str:
@@ -141,6 +144,11 @@ class Arbiter:
             os.environ.pop(key, None)
         for lst in self.listeners:
             self.log.info("Listening at: %s (%s)", lst, self.pid)
+            if lst.owned_path and (cfg.user is not None or cfg.group is not None):
+                # Workers run as user/group: let them (and the proxy in that
+                # group) use the socket; its mode comes from umask.
+                uid, gid = _ids(cfg.user, cfg.group)
+                os.chown(lst.owned_path, uid, gid)
         self.write_pidfile()
         if cfg.preload_app:
             self._preload_modules = frozenset(sys.modules)
@@ -535,6 +543,10 @@ class Arbiter:
             self.backoff = 0.0
             self.cfg.when_ready(self)
             self.log.info("Ready: %s worker(s) serving", len(current))
+            if self.parent_master:
+                # A USR2 handover: systemd must follow the new main process
+                # (the unit needs NotifyAccess=all for this message).
+                self.notifier.mainpid(self.pid)
             self.notifier.ready(self.status_line())
 
     # -- reload ------------------------------------------------------------
@@ -663,6 +675,16 @@ class Arbiter:
         except OSError as exc:
             self.log.error("Re-exec failed: %s", exc)
             os._exit(1)
+
+
+def _ids(user: int | str | None, group: int | str | None) -> tuple[int, int]:
+    """(uid, gid) for chown; -1 leaves one unchanged."""
+    import grp
+    import pwd
+
+    uid = -1 if user is None else user if isinstance(user, int) else pwd.getpwnam(user).pw_uid
+    gid = -1 if group is None else group if isinstance(group, int) else grp.getgrnam(group).gr_gid
+    return uid, gid
 
 
 def _version() -> str:

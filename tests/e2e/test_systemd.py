@@ -154,3 +154,41 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
                 if "forkserve" in ln and "Failed to" not in ln or "rror" in ln]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not problems, problems
+
+
+def test_watchdog_pings(forkserve, tmp_path):
+    address = str(tmp_path / "wd.sock")
+    listener = NotifyListener(address)
+    forkserve("wsgi_basic:application", "-w", "1",
+              env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
+    first = listener.wait("WATCHDOG", "1")
+    listener.wait("WATCHDOG", "1", after=first + 1, timeout=5)
+
+
+def test_usr2_handover_reports_the_new_mainpid(forkserve, tmp_path):
+    address = str(tmp_path / "h.sock")
+    listener = NotifyListener(address)
+    server = forkserve("wsgi_basic:application", "-w", "1", env={"NOTIFY_SOCKET": address})
+    ready = listener.wait("READY", "1")
+    server.signal(signal.SIGUSR2)
+    i = listener.wait("MAINPID", after=ready + 1, timeout=20)
+    new_pid = int(listener.messages[i]["MAINPID"])
+    server.seen_pids.add(new_pid)
+    assert new_pid != server.pid
+    listener.wait("READY", "1", after=i, timeout=10)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(15) == 0
+    # The new master serves alone on the same socket.
+    assert server.get("/")[2] == b"hello"
+    import psutil
+    server.seen_pids.update(c.pid for c in psutil.Process(new_pid).children())
+    os.kill(new_pid, signal.SIGTERM)
+
+
+def test_unix_socket_mode_follows_umask_and_is_removed_on_exit(forkserve):
+    server = forkserve("wsgi_basic:application", "-w", "1", "-m", "0o007", unix=True)
+    mode = os.stat(server.unix).st_mode & 0o777
+    assert mode == 0o770
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(15) == 0
+    assert not os.path.exists(server.unix)
