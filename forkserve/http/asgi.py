@@ -75,7 +75,7 @@ def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
 class ResponseHead:
     """What ``http.response.start`` said, validated and encoded."""
 
-    __slots__ = ("status", "lines", "content_length", "close", "trailers")
+    __slots__ = ("status", "lines", "content_length", "close", "trailers", "server")
 
     def __init__(self) -> None:
         self.status = 200
@@ -83,6 +83,7 @@ class ResponseHead:
         self.content_length: int | None = None
         self.close = False
         self.trailers = False
+        self.server = False  # the app sent its own Server header
 
 
 _HEADER_CACHE: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
@@ -129,6 +130,8 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
             continue
         elif lname == b"transfer-encoding":
             continue  # framing is ours
+        elif lname == b"server":
+            head.server = True
         lines.append(line)
     return head
 
@@ -136,7 +139,10 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
 def head_bytes(head: ResponseHead, framing: bytes, close: bool) -> bytes:
     """The response head on the wire; ``framing`` is a content-length or
     transfer-encoding line (or b"")."""
-    parts = [status_line(b"1.1", head.status), b"server: forkserve\r\n", date_header()]
+    parts = [status_line(b"1.1", head.status)]
+    if not head.server:
+        parts.append(b"server: forkserve\r\n")
+    parts.append(date_header())
     parts += head.lines
     if framing:
         parts.append(framing)
