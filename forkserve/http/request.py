@@ -150,8 +150,13 @@ _TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 _VCHAR_OBS = rb"\x21-\x7e\x80-\xff"
 
 _REQUEST_LINE = re.compile(
-    rb"([" + _TCHAR + rb"]+) ([^\x00-\x20\x7f-\xff]+) HTTP/([0-9])\.([0-9])"
+    rb"([" + _TCHAR + rb"]+) ([^\x00-\x20\x7f-\xff]+) HTTP/([0-9]\.[0-9])"
 )
+# Any other well-formed version is answered 505.  Requests carry these very
+# objects, so the reader compares versions by identity.
+_HTTP_11 = b"1.1"
+_HTTP_10 = b"1.0"
+_VERSIONS = {_HTTP_11: _HTTP_11, _HTTP_10: _HTTP_10}
 # One header line including its CRLF.  The value is field-content with the
 # optional whitespace on both sides outside the group.  The alternation of
 # visible runs and whitespace runs cannot backtrack badly.
@@ -161,7 +166,14 @@ _HEADER_LINE = (
     rb"[ \t]*\r\n"
 )
 _HEADER_FIELD = re.compile(_HEADER_LINE)
-_HEADER_BLOCK = re.compile(rb"(?:" + _HEADER_LINE + rb")*")
+# The bytes a header block may hold besides CRLF pairs: HTAB, SP, visible
+# ASCII and obs-text.  ``block.translate(None, _FIELD_LINE_BYTES)`` deletes
+# them, so anything left is a control byte (or a CR or LF, checked apart).
+_FIELD_LINE_BYTES = bytes([9, 13, 10]) + bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100))
+# Field names already proven to be tokens, with their lowercase form: the
+# same few dozen names arrive on every request.  Bounded, as names come
+# from the network.
+_field_names: dict[bytes, bytes] = {}
 _BAD_LINE_END = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 
 _DIGITS = re.compile(rb"[0-9]{1,18}")
@@ -171,6 +183,12 @@ _TOKEN = re.compile(rb"[" + _TCHAR + rb"]+")
 _TOKEN_LIST = re.compile(
     rb"[ \t]*[" + _TCHAR + rb"]+(?:[ \t]*,[ \t]*[" + _TCHAR + rb"]+)*[ \t]*"
 )
+# The same with empty elements, which a recipient must accept and ignore
+# (RFC 9110 5.6.1.2).  Each repetition consumes a comma: linear time.
+_TOKEN_LIST_EMPTY_OK = re.compile(
+    rb"[ \t]*(?:[" + _TCHAR + rb"]+)?(?:[ \t]*,[ \t]*(?:[" + _TCHAR + rb"]+)?)*[ \t]*"
+)
+_MAX_EMPTY_LINES = 8
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]+)"
     rb"((?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+"
@@ -199,6 +217,17 @@ _FORBIDDEN_TRAILERS = frozenset({
     b"if-range", b"www-authenticate", b"proxy-authenticate", b"age",
     b"expires", b"date", b"location", b"retry-after", b"vary", b"warning",
 })
+
+# The header fields that framing and routing depend on; every other field
+# costs one dict lookup in the head loop.
+_HOST_FIELD, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _UPGRADE = (
+    _Sentinel(n) for n in ("host", "content-length", "transfer-encoding", "connection",
+                           "expect", "upgrade"))
+_SPECIAL_FIELDS = {
+    b"host": _HOST_FIELD, b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING, b"connection": _CONNECTION,
+    b"expect": _EXPECT, b"upgrade": _UPGRADE,
+}
 
 _HEX_VALUES = {c: i for i, c in enumerate(b"0123456789abcdef")}
 _HEX_VALUES.update({c: i + 10 for i, c in enumerate(b"ABCDEF")})
@@ -231,11 +260,32 @@ def _bare_line_end(buf: bytearray, start: int) -> bool:
     return _BAD_LINE_END.search(buf, start, end) is not None
 
 
-def _split_tokens(value: bytes) -> list[bytes] | None:
-    """Lowercased tokens of a #token list, or None if it is not one."""
-    if _TOKEN_LIST.fullmatch(value) is None:
+_valid_hosts: dict[bytes, bool] = {}
+
+
+def _valid_host(value: bytes) -> bool:
+    """Whether ``value`` is a valid Host / authority; a bounded cache, since
+    the same few values arrive on every request."""
+    known = _valid_hosts.get(value)
+    if known is None:
+        known = _HOST.fullmatch(value) is not None
+        if len(_valid_hosts) < 256:
+            _valid_hosts[value] = known
+    return known
+
+
+def _split_tokens(value: bytes, empty_ok: bool = False) -> list[bytes] | None:
+    """Lowercased tokens of a #token list, or None if it is not one.
+
+    ``empty_ok`` accepts and drops empty elements, as RFC 9110 5.6.1.2 asks
+    of a recipient.  Transfer-Encoding does not take it: a proxy that reads
+    ``chunked,`` another way would frame the body differently, so that
+    form is refused rather than guessed at.
+    """
+    if (_TOKEN_LIST_EMPTY_OK if empty_ok else _TOKEN_LIST).fullmatch(value) is None:
         return None
-    return [t.strip(b" \t").lower() for t in value.split(b",")]
+    tokens = [t.strip(b" \t").lower() for t in value.split(b",")]
+    return [t for t in tokens if t] if empty_ok else tokens
 
 
 class RequestReader:
@@ -253,7 +303,7 @@ class RequestReader:
 
     __slots__ = (
         "limits", "_buf", "_state", "_eof", "_remaining", "_body_read",
-        "_error", "_trailers", "_trailer_bytes", "_scanned", "request",
+        "_error", "_trailers", "_trailer_bytes", "_scanned", "_empty_lines", "request",
     )
 
     def __init__(self, limits: Limits | None = None) -> None:
@@ -269,6 +319,8 @@ class RequestReader:
         # How far the incomplete head has been searched already, so that a
         # head arriving one byte at a time costs linear, not quadratic, time.
         self._scanned = 0
+        # Empty lines skipped before the current request line, across reads.
+        self._empty_lines = 0
         self.request: Request | None = None
 
     # -- input -----------------------------------------------------------
@@ -310,6 +362,7 @@ class RequestReader:
         if self._state is not _State.DONE:
             raise RuntimeError(f"start_next() in state {self._state.value}")
         self._state = _State.HEAD
+        self._empty_lines = 0
         self.request = None
 
     # -- output ----------------------------------------------------------
@@ -342,26 +395,34 @@ class RequestReader:
 
     def _read_head(self):
         buf = self._buf
-        limits = self.limits
-        # RFC 9112 2.2: a server SHOULD ignore empty lines before a request.
-        start = 0
-        while buf.startswith(b"\r\n", start) and start < 16:
-            start += 2
-        if start:
+        # RFC 9112 2.2: a server SHOULD ignore empty lines before a request;
+        # up to 8 of them, however they arrive.  A ninth is left in place and
+        # refused as an empty request line.
+        if buf.startswith(b"\r\n") and self._empty_lines < _MAX_EMPTY_LINES:
+            start = 0
+            while buf.startswith(b"\r\n", start) and self._empty_lines < _MAX_EMPTY_LINES:
+                start += 2
+                self._empty_lines += 1
             del buf[:start]
             self._scanned = 0
         end = buf.find(b"\r\n\r\n", self._scanned)
         if end < 0:
             return self._head_incomplete()
         self._scanned = 0
+        limits = self.limits
         line_end = buf.find(b"\r\n")
         if line_end > limits.request_line:
             raise self._fail(414, "request line too long")
         if end + 4 > limits.head:
             raise self._fail(431, "request head too large")
-        head = bytes(buf[:end + 2])
-        del buf[:end + 4]
-        self._parse_head(head, line_end)
+        if end + 4 == len(buf):
+            # The usual case, one head per read: no slicing.
+            head = bytes(buf)
+            buf.clear()
+        else:
+            head = bytes(buf[:end + 4])
+            del buf[:end + 4]
+        self._parse_head(head, line_end, end + 2)
         return self.request
 
     def _head_incomplete(self):
@@ -388,85 +449,131 @@ class RequestReader:
             raise self._fail(400, "connection closed inside request head")
         return NEED_DATA
 
-    def _parse_head(self, head: bytes, line_end: int) -> None:
+    def _parse_head(self, head: bytes, line_end: int, block_end: int) -> None:
+        """Validate and frame one head; ``head[line_end:block_end]`` is the
+        header block with its leading CRLF, ``block_end`` the final CRLF."""
         limits = self.limits
-        line = head[:line_end]
-        m = _REQUEST_LINE.fullmatch(line)
+        m = _REQUEST_LINE.fullmatch(head, 0, line_end)
         if m is None:
             raise self._fail(400, "malformed request line")
-        method, target, major, minor = m.groups()
-        if major != b"1":
+        method, target, version = m.groups()
+        version = _VERSIONS.get(version)
+        if version is None:
             raise self._fail(505, "HTTP version not supported")
-        if minor == b"1":
-            version = b"1.1"
-        elif minor == b"0":
-            version = b"1.0"
-        else:
-            raise self._fail(505, "HTTP version not supported")
-
-        block = head[line_end + 2:]
-        if _HEADER_BLOCK.fullmatch(block) is None:
-            raise self._fail(400, self._block_error(block))
-        fields = _HEADER_FIELD.findall(block)
-        if len(fields) > limits.fields:
-            raise self._fail(431, "too many header fields")
 
         req = Request()
-        req.raw_line = line
+        req.raw_line = head[:line_end]
         req.method = method
         req.target = target
         req.http_version = version
         req.scheme = None
-        headers = []
-        content_length = None
-        te = None
+        headers = req.headers = []
         host = None
         host_count = 0
+        # The fields that decide framing (all but Host), in order; most
+        # requests have none, and skip _frame's checks altogether.
+        framing: list[tuple[_Sentinel, bytes]] | None = None
+        if block_end > line_end + 2:
+            block = head[line_end + 2:block_end]
+            # Two C-speed passes refuse what no field line may hold: a control
+            # byte other than HTAB, or a CR or LF that is not part of a CRLF.
+            crlf = block.count(b"\r\n")
+            if (block.translate(None, _FIELD_LINE_BYTES)
+                    or block.count(b"\r") != crlf or block.count(b"\n") != crlf):
+                raise self._fail(400, self._block_error(block))
+            if crlf > limits.fields:
+                raise self._fail(431, "too many header fields")
+            lines = block.split(b"\r\n")
+            lines.pop()  # after the last CRLF
+            field_size = limits.field_size - 2
+            special = _SPECIAL_FIELDS.get
+            known = _field_names.get
+            for line in lines:
+                name, colon, value = line.partition(b":")
+                lname = known(name)
+                if lname is None or not colon:
+                    if not colon or _TOKEN.fullmatch(name) is None:
+                        raise self._fail(400, self._block_error(block))
+                    lname = name.lower()
+                    if len(_field_names) < 512:
+                        _field_names[name] = lname
+                # Only HTAB, SP, visible and obs-text bytes are left (checked
+                # above), so trimming the optional whitespace leaves
+                # field-content.
+                value = value.strip(b" \t")
+                if len(lname) + len(value) > field_size:
+                    raise self._fail(431, "header field too large")
+                headers.append((lname, value))
+                kind = special(lname)
+                if kind is None:
+                    continue
+                if kind is _HOST_FIELD:
+                    host = value
+                    host_count += 1
+                elif framing is None:
+                    framing = [(kind, value)]
+                else:
+                    framing.append((kind, value))
+
+        if version is _HTTP_11:
+            if host_count != 1:
+                raise self._fail(400, "HTTP/1.1 request needs exactly one Host")
+        elif host_count > 1:
+            raise self._fail(400, "more than one Host")
+        if host is not None and not _valid_host(host):
+            raise self._fail(400, "invalid Host")
+        req.host = host
+
+        if target[:1] == b"/" and b"#" not in target:
+            path, _, query = target.partition(b"?")
+            req.path = path
+            req.query = query
+        else:
+            self._parse_target(req, target, method)
+
+        self.request = req
+        if framing is None:
+            req.chunked = False
+            req.content_length = None
+            req.expect_continue = False
+            req.upgrade = None
+            req.keep_alive = version is _HTTP_11
+            self._state = _State.END
+        else:
+            self._frame(req, framing)
+
+    def _frame(self, req: Request, framing: list[tuple[_Sentinel, bytes]]) -> None:
+        """Body framing, Expect, keep-alive and Upgrade from the fields that
+        decide them; the reader's next state."""
+        limits = self.limits
+        version = req.http_version
+        content_length = None
+        te = None
         connection: list[bytes] = []
         expect = None
         upgrade = None
-        field_size = limits.field_size
-        for name, value in fields:
-            if len(name) + len(value) + 2 > field_size:
-                raise self._fail(431, "header field too large")
-            name = name.lower()
-            headers.append((name, value))
-            if name == b"host":
-                host = value
-                host_count += 1
-            elif name == b"content-length":
+        for kind, value in framing:
+            if kind is _CONTENT_LENGTH:
                 if content_length is not None:
                     raise self._fail(400, "more than one Content-Length")
                 content_length = parse_decimal(value)
                 if content_length is None:
                     raise self._fail(400, "invalid Content-Length")
-            elif name == b"transfer-encoding":
+            elif kind is _TRANSFER_ENCODING:
                 te = value if te is None else te + b"," + value
-            elif name == b"connection":
-                tokens = _split_tokens(value)
+            elif kind is _CONNECTION:
+                tokens = _split_tokens(value, empty_ok=True)
                 if tokens is None:
                     raise self._fail(400, "invalid Connection header")
                 connection.extend(tokens)
-            elif name == b"expect":
+            elif kind is _EXPECT:
                 expect = value if expect is None else expect + b"," + value
-            elif name == b"upgrade":
+            else:
                 upgrade = value
-        req.headers = headers
-
-        if version == b"1.1":
-            if host_count != 1:
-                raise self._fail(400, "HTTP/1.1 request needs exactly one Host")
-        elif host_count > 1:
-            raise self._fail(400, "more than one Host")
-        if host is not None and _HOST.fullmatch(host) is None:
-            raise self._fail(400, "invalid Host")
-        req.host = host
-
-        self._parse_target(req, target, method)
 
         chunked = False
         if te is not None:
-            if version == b"1.0":
+            if version is _HTTP_10:
                 raise self._fail(400, "Transfer-Encoding in an HTTP/1.0 request")
             if content_length is not None:
                 raise self._fail(400, "both Transfer-Encoding and Content-Length")
@@ -491,17 +598,16 @@ class RequestReader:
             if expect.lower() != b"100-continue":
                 raise self._fail(417, "unsupported expectation")
             # A 1.0 client does not know 100 Continue (RFC 9110 10.1.1).
-            req.expect_continue = version == b"1.1"
+            req.expect_continue = version is _HTTP_11
         else:
             req.expect_continue = False
 
-        if version == b"1.1":
+        if version is _HTTP_11:
             req.keep_alive = b"close" not in connection
         else:
             req.keep_alive = b"keep-alive" in connection and b"close" not in connection
         req.upgrade = upgrade if b"upgrade" in connection else None
 
-        self.request = req
         if chunked:
             self._state = _State.CHUNK_SIZE
             self._body_read = 0
@@ -555,7 +661,7 @@ class RequestReader:
         scheme = scheme.lower()
         if scheme not in (b"http", b"https") or not authority:
             raise self._fail(400, "invalid absolute-form target")
-        if _HOST.fullmatch(authority) is None:
+        if not _valid_host(authority):
             raise self._fail(400, "invalid authority in request target")
         # RFC 9112 3.2.2: the target's authority overrides the Host header.
         req.host = authority
