@@ -86,7 +86,27 @@ class ResponseHead:
         self.server = False  # the app sent its own Server header
 
 
-_HEADER_CACHE: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+# Validated header lines by (name, value): an app sends the same few headers
+# on every response.  Each entry is (lowercased name, encoded line, the
+# parsed value of a content-length, else None).  Bounded: values can vary.
+_HEADER_CACHE: dict[tuple[bytes, bytes], tuple[bytes, bytes, int | None]] = {}
+_FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding", b"server"})
+
+
+def _header_entry(name: Any, value: Any, item: Any) -> tuple[bytes, bytes, int | None]:
+    if type(name) is not bytes or type(value) is not bytes:
+        raise ResponseError(f"header name and value must be bytes, got {item!r}")
+    check_header(name, value)
+    lname = name.lower()
+    length = None
+    if lname == b"content-length":
+        length = parse_decimal(value)
+        if length is None:
+            raise ResponseError(f"invalid content-length {value!r}")
+    entry = (lname, name + b": " + value + b"\r\n", length)
+    if len(_HEADER_CACHE) < 2048:
+        _HEADER_CACHE[(name, value)] = entry
+    return entry
 
 
 def build_head(message: dict[str, Any]) -> ResponseHead:
@@ -96,41 +116,34 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
     if type(status) is not int or not 100 <= status <= 999:
         raise ResponseError(f"invalid status {status!r}")
     head.status = status
-    head.trailers = bool(message.get("trailers", False))
+    if message.get("trailers", False):
+        head.trailers = True
     lines = head.lines
-    cache = _HEADER_CACHE
+    cached = _HEADER_CACHE.get
     for item in message.get("headers", ()):
         try:
             name, value = item
         except (TypeError, ValueError):
             raise ResponseError(f"header must be a (name, value) pair, got {item!r}") from None
-        key = (name, value)
         try:
-            cached = cache.get(key)
+            entry = cached((name, value))
         except TypeError:
             raise ResponseError(f"header name and value must be bytes, got {item!r}") from None
-        if cached is None:
-            if type(name) is not bytes or type(value) is not bytes:
-                raise ResponseError(f"header name and value must be bytes, got {item!r}")
-            check_header(name, value)
-            cached = (name.lower(), name + b": " + value + b"\r\n")
-            if len(cache) < 2048:
-                cache[key] = cached
-        lname, line = cached
-        if lname == b"content-length":
-            if head.content_length is not None:
-                raise ResponseError("more than one content-length")
-            head.content_length = parse_decimal(value)
-            if head.content_length is None:
-                raise ResponseError(f"invalid content-length {value!r}")
-            continue  # written with the framing decision
-        elif lname == b"connection":
-            if b"close" in value.lower():
-                head.close = True
-            continue
-        elif lname == b"transfer-encoding":
-            continue  # framing is ours
-        elif lname == b"server":
+        if entry is None:
+            entry = _header_entry(name, value, item)
+        lname, line, length = entry
+        if lname in _FRAMING:
+            if length is not None:
+                if head.content_length is not None:
+                    raise ResponseError("more than one content-length")
+                head.content_length = length
+                continue  # written with the framing decision
+            if lname == b"connection":
+                if b"close" in value.lower():
+                    head.close = True
+                continue
+            if lname == b"transfer-encoding":
+                continue  # framing is ours
             head.server = True
         lines.append(line)
     return head
@@ -139,14 +152,11 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
 def head_bytes(head: ResponseHead, framing: bytes, close: bool) -> bytes:
     """The response head on the wire; ``framing`` is a content-length or
     transfer-encoding line (or b"")."""
-    parts = [status_line(b"1.1", head.status)]
-    if not head.server:
-        parts.append(b"server: forkserve\r\n")
-    parts.append(date_header())
-    parts += head.lines
-    if framing:
-        parts.append(framing)
-    if close:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    return b"".join((
+        status_line(b"1.1", head.status),
+        b"" if head.server else b"server: forkserve\r\n",
+        date_header(),
+        b"".join(head.lines),
+        framing,
+        b"connection: close\r\n\r\n" if close else b"\r\n",
+    ))

@@ -17,7 +17,7 @@ import ipaddress
 import re
 from typing import Iterable
 
-__all__ = ["ProxyTrust", "Forwarded"]
+__all__ = ["ProxyTrust", "Forwarded", "NOT_FORWARDED"]
 
 _XFF_ENTRY = re.compile(rb"\[?([0-9A-Fa-f:.]{2,45})\]?(?::[0-9]{1,5})?")
 _PROTO = re.compile(rb"https?|wss?", re.I)
@@ -40,7 +40,8 @@ class Forwarded:
         self.host: bytes | None = None
 
 
-_NOTHING = Forwarded()
+#: The answer when the peer is not trusted or sent no proxy headers.
+NOT_FORWARDED = Forwarded()
 
 
 def _parse_ip(text: bytes) -> str | None:
@@ -92,7 +93,12 @@ class ProxyTrust:
     def resolve(self, peer_host: str | None, headers: Iterable[tuple[bytes, bytes]]) -> Forwarded:
         """The forwarded client, scheme and host, if the peer is trusted."""
         if not self.trusts(peer_host):
-            return _NOTHING
+            return NOT_FORWARDED
+        return self.from_headers(headers)
+
+    def from_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> Forwarded:
+        """What the proxy headers say, for a peer already known to be
+        trusted (a connection decides that once, not per request)."""
         xff: list[bytes] = []
         proto = host = None
         fwd: list[bytes] = []
@@ -110,7 +116,7 @@ class ProxyTrust:
             else:
                 fwd.extend(value.split(b","))
         if not found:
-            return _NOTHING
+            return NOT_FORWARDED
         result = Forwarded()
         if fwd and not xff:
             pairs = self._forwarded_pairs(fwd)

@@ -29,12 +29,18 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _REASON = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
-_STATUS_LINES: dict[tuple[bytes, int, bytes], bytes] = {}
+_STATUS_LINES: dict[tuple[bytes, int, bytes | None], bytes] = {}
+# The common case, HTTP/1.1 with the standard reason, keyed by code alone.
+_STATUS_LINES_11: dict[int, bytes] = {}
 
 
 def status_line(version: bytes, code: int, reason: bytes | None = None) -> bytes:
     """``HTTP/1.1 200 OK\\r\\n``, cached."""
-    key = (version, code, reason or b"")
+    if reason is None and version == b"1.1":
+        line = _STATUS_LINES_11.get(code)
+        if line is not None:
+            return line
+    key = (version, code, reason)
     line = _STATUS_LINES.get(key)
     if line is None:
         if not 100 <= code <= 999:
@@ -49,6 +55,8 @@ def status_line(version: bytes, code: int, reason: bytes | None = None) -> bytes
         line = b"HTTP/%s %d %s\r\n" % (version, code, reason)
         if len(_STATUS_LINES) < 1024:
             _STATUS_LINES[key] = line
+            if key[0] == b"1.1" and key[2] is None:
+                _STATUS_LINES_11[code] = line
     return line
 
 

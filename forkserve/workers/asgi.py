@@ -20,7 +20,7 @@ import traceback
 from typing import Any
 
 from ..http.asgi import ResponseHead, build_head, head_bytes, http_scope
-from ..http.proxy import ProxyTrust
+from ..http.proxy import NOT_FORWARDED, ProxyTrust
 from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError,
                             Request, RequestReader)
 from ..http.response import (LAST_CHUNK, ResponseError, body_allowed, check_header, chunk,
@@ -282,8 +282,13 @@ class HTTPProtocol(asyncio.Protocol):
         self.reader = RequestReader(worker.limits)
         self.transport: asyncio.Transport | None = None
         self.cycle: Cycle | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        # Idle and header timeouts are deadlines that the worker's sweep
+        # checks (ASGIWorker._sweep): setting one per request is a float
+        # store, not a timer armed and cancelled on the loop.  0 = none.
+        self.deadline = 0.0
         self.timer_is_header = False
+        self.linger_timer: asyncio.TimerHandle | None = None
+        self.trusted = False  # the peer may set proxy headers
         self.read_paused = False
         self.write_paused = False
         self.drain_waiters: list[asyncio.Future] = []
@@ -298,17 +303,17 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.worker.connections.add(self)
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            peer = transport.get_extra_info("peername")
-            local = transport.get_extra_info("sockname")
-            self.client = (peer[0], peer[1]) if peer else None
+        worker = self.worker
+        worker.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple):  # TCP; a unix socket's names are paths
+            self.client = (peer[0], peer[1])
             self.server = (local[0], local[1]) if local else None
         else:
-            local = transport.get_extra_info("sockname")
             self.server = (local, None) if local else None
-        self._set_timer(self.worker.cfg.header_timeout, header=True)
+        self.trusted = worker.proxy.trusts(self.client[0] if self.client else None)
+        self._set_timer(worker.cfg.header_timeout, header=True)
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:
@@ -335,6 +340,8 @@ class HTTPProtocol(asyncio.Protocol):
         self.closed = True
         self.worker.connections.discard(self)
         self._cancel_timer()
+        if self.linger_timer is not None:
+            self.linger_timer.cancel()
         if self.ws is not None:
             self.ws.connection_lost()
         cycle = self.cycle
@@ -414,7 +421,7 @@ class HTTPProtocol(asyncio.Protocol):
             self.write(error_response(503))
             self.close()
             return
-        forwarded = worker.proxy.resolve(self.client[0] if self.client else None, req.headers)
+        forwarded = worker.proxy.from_headers(req.headers) if self.trusted else NOT_FORWARDED
         scope = http_scope(req, self.server, self.client, forwarded, worker.root_path,
                            worker.lifespan.state_or_none)
         keep_alive = req.keep_alive and worker.alive and worker.keepalive > 0
@@ -458,7 +465,7 @@ class HTTPProtocol(asyncio.Protocol):
             transport.write_eof()  # type: ignore[union-attr]
             self.resume_reading()
             self._cancel_timer()
-            self.timer = self.loop.call_later(_LINGER, self.close)
+            self.linger_timer = self.loop.call_later(_LINGER, self.close)
         else:
             self.close()
 
@@ -518,18 +525,15 @@ class HTTPProtocol(asyncio.Protocol):
     # -- timers ----------------------------------------------------------------
 
     def _set_timer(self, seconds: float, header: bool) -> None:
-        self._cancel_timer()
         self.timer_is_header = header
-        if seconds > 0:
-            self.timer = self.loop.call_later(seconds, self._on_timer)
+        self.deadline = self.loop.time() + seconds if seconds > 0 else 0.0
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline = 0.0
 
-    def _on_timer(self) -> None:
-        self.timer = None
+    def on_deadline(self) -> None:
+        """The sweep found this connection's deadline passed."""
+        self.deadline = 0.0
         if self.cycle is not None:
             return
         if not self.reader.idle:
@@ -579,6 +583,11 @@ class ASGIWorker(Worker):
         self.lifespan = Lifespan(self.app, cfg.lifespan, self.log)
         self.stop_event: asyncio.Event | None = None
         self.beat_interval = min(1.0, cfg.timeout / 4) if cfg.timeout > 0 else 1.0
+        # Deadlines are checked this often: a twentieth of the shortest
+        # timeout a connection can be given, within 50-500 ms.
+        shortest = min(t for t in (cfg.keepalive, cfg.header_timeout, _FIRST_REQUEST_GRACE)
+                       if t > 0)
+        self.sweep_interval = min(0.5, max(0.05, shortest / 20))
 
     def startup(self) -> bool:
         # The heartbeat must not expire while a slow startup runs.
@@ -600,6 +609,7 @@ class ASGIWorker(Worker):
                                           backlog=self.cfg.backlog)
             servers.append(loop.run_until_complete(coro))
         self._tick()
+        self._sweep()
         try:
             loop.run_until_complete(self._run(servers))
         finally:
@@ -621,6 +631,13 @@ class ASGIWorker(Worker):
         if not self.alive and self.stop_event is not None:
             self.stop_event.set()
         self.loop.call_later(self.beat_interval, self._tick)
+
+    def _sweep(self) -> None:
+        """Close the connections whose idle or header deadline has passed."""
+        now = self.loop.time()
+        for conn in [c for c in self.connections if 0.0 < c.deadline <= now]:
+            conn.on_deadline()
+        self.loop.call_later(self.sweep_interval, self._sweep)
 
     async def _run(self, servers: list) -> None:
         assert self.stop_event is not None

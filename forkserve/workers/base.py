@@ -104,13 +104,15 @@ class Worker:
             if self.alive:
                 self.log.warning("Master %s is gone; worker %s exiting", self.ppid, self.pid)
             self.alive = False
+        self.heartbeat.set_requests(self.nr)
         if self.nr >= self.max_requests and self.alive:
             self.log.info("Autorestarting worker %s after %s requests", self.pid, self.nr)
             self.alive = False
 
     def request_done(self) -> None:
+        # The count reaches the master's status line through maintenance():
+        # once a tick, not once a request.
         self.nr += 1
-        self.heartbeat.set_requests(self.nr)
 
     def run(self) -> int:
         """post_worker_init, app startup, READY, serve; the exit code."""
