@@ -253,7 +253,7 @@ def parse_hex(data: bytes) -> int | None:
     return n
 
 
-def _bare_line_end(buf: bytearray, start: int) -> bool:
+def _bare_line_end(buf: bytes | bytearray, start: int) -> bool:
     """True if ``buf`` from ``start`` has an LF without CR before it, or a CR
     without LF after it (a CR at the very end may still get its LF)."""
     end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
@@ -308,7 +308,10 @@ class RequestReader:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self._buf = bytearray()
+        # Unread input: the bytes object last fed, untouched, while it is
+        # all there is (a whole head or a whole body goes out without a
+        # copy); a bytearray once input must be joined or partly consumed.
+        self._buf: bytes | bytearray = b""
         self._state = _State.HEAD
         self._eof = False
         self._remaining = 0
@@ -330,7 +333,15 @@ class RequestReader:
         if data:
             if self._eof:
                 raise RuntimeError("data fed after EOF")
-            self._buf += data
+            buf = self._buf
+            if not buf:
+                self._buf = data if type(data) is bytes else bytes(data)
+            elif type(buf) is bytes:
+                joined = bytearray(buf)
+                joined += data
+                self._buf = joined
+            else:
+                buf += data
         else:
             self._eof = True
 
@@ -353,7 +364,7 @@ class RequestReader:
         """Hand over the unread bytes (after a protocol switch, such as a
         WebSocket upgrade); the reader is done with this connection."""
         data = bytes(self._buf)
-        self._buf.clear()
+        self._buf = b""
         self._state = _State.CLOSED
         return data
 
@@ -388,7 +399,7 @@ class RequestReader:
     def _fail(self, status: int, reason: str) -> HTTPError:
         self._state = _State.ERROR
         self._error = HTTPError(status, reason)
-        self._buf.clear()
+        self._buf = b""
         return self._error
 
     # -- head ------------------------------------------------------------
@@ -403,7 +414,8 @@ class RequestReader:
             while buf.startswith(b"\r\n", start) and self._empty_lines < _MAX_EMPTY_LINES:
                 start += 2
                 self._empty_lines += 1
-            del buf[:start]
+            self._drop(start)
+            buf = self._buf
             self._scanned = 0
         end = buf.find(b"\r\n\r\n", self._scanned)
         if end < 0:
@@ -416,13 +428,19 @@ class RequestReader:
         if end + 4 > limits.head:
             raise self._fail(431, "request head too large")
         if end + 4 == len(buf):
-            # The usual case, one head per read: no slicing.
-            head = bytes(buf)
-            buf.clear()
-        else:
-            head = bytes(buf[:end + 4])
-            del buf[:end + 4]
+            # The usual case, one head per read: no copy.
+            head = buf if type(buf) is bytes else bytes(buf)
+            self._buf = b""
+            self._parse_head(head, line_end, end + 2)
+            return self.request
+        head = bytes(buf[:end + 4])
         self._parse_head(head, line_end, end + 2)
+        if (type(buf) is bytes and self._state is _State.BODY_LENGTH
+                and len(buf) - end - 4 <= self._remaining):
+            # A body that came with its head: one copy, then handed on whole.
+            self._buf = buf[end + 4:]
+        else:
+            self._drop(end + 4)
         return self.request
 
     def _head_incomplete(self):
@@ -687,17 +705,41 @@ class RequestReader:
         buf = self._buf
         n = self._remaining
         if len(buf) <= n:
-            data = bytes(buf)
-            buf.clear()
+            # A body that came in one read goes on as that very object.
+            if type(buf) is bytes:
+                data = buf
+                self._buf = b""
+            else:
+                data = bytes(buf)
+                buf.clear()
         else:
             data = bytes(buf[:n])
-            del buf[:n]
+            self._drop(n)
         self._remaining = n - len(data)
         return data
 
+    def _drop(self, n: int) -> None:
+        """Consume the first ``n`` buffered bytes."""
+        buf = self._buf
+        if n >= len(buf):
+            self._buf = b""
+        elif type(buf) is bytes:
+            # From here on a bytearray, whose front is dropped in O(1):
+            # a burst of pipelined requests costs linear time.
+            self._buf = bytearray(memoryview(buf)[n:])
+        else:
+            del buf[:n]
+
+    def _mutable(self) -> bytearray:
+        """The buffer as a bytearray, for the chunked reader's in-place edits."""
+        buf = self._buf
+        if type(buf) is bytes:
+            buf = self._buf = bytearray(buf)
+        return buf  # type: ignore[return-value]
+
     def _read_chunked(self):
         state = self._state
-        buf = self._buf
+        buf = self._mutable()
         limits = self.limits
         while True:
             if state is _State.CHUNK_SIZE:

@@ -56,7 +56,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 class Cycle:
     """One request and its response."""
 
-    __slots__ = ("proto", "req", "scope", "keep_alive", "body", "body_complete",
+    __slots__ = ("proto", "req", "scope", "keep_alive", "body", "body_size", "body_complete",
                  "disconnected", "waiter", "head", "head_sent", "complete",
                  "chunked", "allow_body", "written", "continue_sent", "start", "sent",
                  "status")
@@ -66,7 +66,10 @@ class Cycle:
         self.req = req
         self.scope = scope
         self.keep_alive = keep_alive
-        self.body = bytearray()
+        # Body chunks read but not yet received by the app: a list, so a
+        # body that came in one read reaches the app as that same object.
+        self.body: list[bytes] = []
+        self.body_size = 0
         self.body_complete = False
         self.disconnected = False
         self.waiter: asyncio.Future | None = None
@@ -149,8 +152,10 @@ class Cycle:
                 self.waiter = None
         if self.disconnected and not self.body and not self.body_complete:
             return {"type": "http.disconnect"}
-        data = bytes(self.body)
-        self.body.clear()
+        body = self.body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self.body_size = 0
         self.proto.resume_reading()
         return {"type": "http.request", "body": data, "more_body": not self.body_complete}
 
@@ -390,9 +395,10 @@ class HTTPProtocol(asyncio.Protocol):
                 return
             if type(event) is bytes:
                 assert cycle is not None
-                cycle.body += event
+                cycle.body.append(event)
+                cycle.body_size += len(event)
                 cycle.wake()
-                if len(cycle.body) > _BODY_HIGH_WATER:
+                if cycle.body_size > _BODY_HIGH_WATER:
                     self.pause_reading()
                     return
                 continue
