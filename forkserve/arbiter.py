@@ -18,6 +18,7 @@ Signals:
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import select
@@ -35,7 +36,7 @@ from .heartbeat import Heartbeat, WorkerState
 from .logging import error_log, reopen_logs, setup_logging
 from .sockets import Listener, close_listeners, create_listeners, inherited_fds
 from .systemd import Notifier
-from .workers.base import EXIT_BOOT_ERROR, run_worker
+from .workers.base import EXIT_BOOT_ERROR, run_worker, worker_class
 
 __all__ = ["Arbiter", "HaltServer"]
 
@@ -105,6 +106,8 @@ class Arbiter:
         self.num_workers = cfg.workers
         self.worker_age = 0
         self.app: Any = None
+        # Worker kinds whose modules are imported here for the workers to share.
+        self._shared_kinds: set[str] = set()
         self.sig_queue: list[int] = []
         self.ready_announced = False
         self.master_name = "master"
@@ -376,6 +379,7 @@ class Arbiter:
             rec.retire_at = now + cfg.max_worker_lifetime + random.uniform(
                 0, cfg.max_worker_lifetime_jitter)
         self.cfg.pre_fork(self, rec)
+        self._share_with_workers()
         pid = os.fork()
         if pid == 0:
             # Child: never returns.
@@ -390,6 +394,36 @@ class Arbiter:
         self.workers[pid] = rec
         self.log.debug("Spawned worker %s (generation %s)", pid, generation)
         return pid
+
+    def _share_with_workers(self) -> None:
+        """Before a fork: import what the workers will run, and freeze the
+        heap, so that workers share the master's pages (copy-on-write)
+        instead of each building and dirtying its own copy.
+
+        The worker class comes from the config, or from the preloaded app;
+        in "auto" mode without --preload only the sync worker is known to be
+        light enough to import regardless (the ASGI one brings asyncio and
+        uvloop).  gc.freeze() moves every object to the permanent generation:
+        a worker's collector then never writes to their headers, which would
+        copy each page they sit on (see the gc module on fork without exec).
+        """
+        kind = self.cfg.worker_class
+        if kind == "auto" and self.app is not None:
+            kind = "asgi" if detect_kind(self.app) == "asgi" else "sync"
+        if kind not in self._shared_kinds:
+            before = frozenset(sys.modules)
+            worker_class("sync")
+            if kind == "asgi":
+                worker_class("asgi")
+                try:
+                    import uvloop  # noqa: F401
+                except ImportError:  # pragma: no cover - a declared dependency
+                    pass
+            self._shared_kinds.add(kind)
+            # A HUP with --preload forgets the app's modules; not these.
+            self._preload_modules |= frozenset(sys.modules) - before
+        gc.collect()
+        gc.freeze()
 
     def retire(self, rec: WorkerRecord, sig: int = signal.SIGTERM) -> None:
         """Ask a worker to drain and exit; SIGKILL after graceful_timeout."""
@@ -593,6 +627,8 @@ class Arbiter:
             self.spawn_worker(gen)
 
     def _reload_preloaded_app(self) -> Any:
+        # Let the old app's cycles be collected (frozen before each fork).
+        gc.unfreeze()
         # Forget the modules the app brought in so that they import afresh.
         for name in list(sys.modules):
             if name in self._preload_modules:
