@@ -772,9 +772,7 @@ def report(records):
             out.append(f"| {fs['scenario']} | {fs['server']}/{peer['server']} | "
                        f"{ratio} | {_f(fs['p99'])} vs {_f(peer['p99'])} |")
     skipped = [r for r in records if r.get("type") == "skip"]
-    if skipped:
-        out += ["", "Skipped: " + "; ".join(
-            f"{s['server']} ({s['reason']})" for s in skipped)]
+    out += _skipped_lines(skipped)
     return "\n".join(out)
 
 
@@ -785,6 +783,19 @@ def _jsonl_path(args):
     os.makedirs(OUT_DIR, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join(OUT_DIR, f"{stamp}.jsonl")
+
+
+def _write_jsonl(jsonl, records):
+    with open(jsonl, "w") as jf:
+        for r in records:
+            jf.write(json.dumps(r) + "\n")
+
+
+def _skipped_lines(skips):
+    """The report's closing line naming the servers that could not run."""
+    if not skips:
+        return []
+    return ["", "Skipped: " + "; ".join(f"{s['server']} ({s['reason']})" for s in skips)]
 
 
 def _logdir(jsonl):
@@ -922,9 +933,7 @@ def memory(args, tools, servers, skips):
         log(f"{name:18} {rec['config']:14} "
             + (f"PSS {rec['pss_tree_mib']:.1f} MiB" if "pss_tree_mib" in rec
                else f"FAILED: {rec.get('error')}"))
-    with open(jsonl, "w") as jf:
-        for r in records:
-            jf.write(json.dumps(r) + "\n")
+    _write_jsonl(jsonl, records)
     out = ["| server | config | procs | PSS tree MiB | PSS master MiB | "
            "USS per worker MiB (median, range) | notes |",
            "|---|---|---:|---:|---:|---|---|"]
@@ -941,9 +950,7 @@ def memory(args, tools, servers, skips):
                    f"{_f(r.get('pss_tree_mib'), 1)} | "
                    f"{_f(r.get('pss_master_mib'), 1)} | {uss} | "
                    f"{'; '.join(n for n in notes if n)} |")
-    if skips:
-        out += ["", "Skipped: " + "; ".join(
-            f"{s['server']} ({s['reason']})" for s in skips)]
+    out += _skipped_lines(skips)
     print("\n".join(out))
     print(f"\nraw results: {jsonl}")
     return 0 if all(r["ok"] for r in records if r.get("type") == "memory") else 1
@@ -1059,9 +1066,7 @@ def hup(args, tools, servers, skips):
             done = [t for t in rec["reloads"] if t is not None]
             rec["ok"] = (len(done) == args.hup_count and client.failed == 0)
             rec["stop"] = srv.stop()
-    with open(jsonl, "w") as jf:
-        for r in records:
-            jf.write(json.dumps(r) + "\n")
+    _write_jsonl(jsonl, records)
     out = ["| server | workers | reloads done | median s | max s | requests ok | "
            "failed | retried (idle keep-alive closed) | notes |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -1077,9 +1082,7 @@ def hup(args, tools, servers, skips):
                    f"{r.get('requests_ok', '-')} | {r.get('requests_failed', '-')} | "
                    f"{r.get('requests_retried', '-')} | "
                    f"{'; '.join(n for n in notes if n).replace('|', '/')} |")
-    if skips:
-        out += ["", "Skipped: " + "; ".join(
-            f"{s['server']} ({s['reason']})" for s in skips)]
+    out += _skipped_lines(skips)
     print("\n".join(out))
     print(f"\nraw results: {jsonl}")
     return 0 if all(r["ok"] for r in records if r.get("type") == "hup") else 1
