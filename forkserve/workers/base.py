@@ -13,6 +13,7 @@ thing they do, and the normal unwinding does the rest.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import signal
@@ -135,6 +136,36 @@ class Worker:
         raise NotImplementedError
 
 
+# glibc mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc() -> None:
+    """Keep glibc from returning the heap's top to the kernel on every few
+    requests.
+
+    Each request allocates and frees buffers of its size (a 16 KiB body is
+    two 16 KiB blocks).  With glibc's defaults, whenever 128 KiB sits free
+    at the top of the heap it is given back with brk(), and the next
+    requests fault the pages in again: measured on the ASGI worker under a
+    16 KiB POST load, 80,000 page faults and 3,000 brk calls a second and a
+    quarter of the throughput, or none of it, depending only on where
+    earlier allocations (imports before the fork) left the heap's top.
+    Fixed thresholds make it independent of that layout: blocks of 1 MiB and
+    more are mmapped, and the top is trimmed only past 4 MiB free (at most
+    that much memory kept per worker).  Setting them turns off glibc's own
+    adjustment of the two, so both are set.  Elsewhere (musl, macOS) this
+    does nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 4 << 20)
+
+
 def _drop_privileges(cfg: Config) -> None:
     import grp
     import pwd
@@ -168,6 +199,7 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
     pre = current = Worker(age, server.pid, listeners, cfg, heartbeat, app)
     try:
         pre.init_signals()
+        tune_malloc()
         try:
             from setproctitle import setproctitle
             setproctitle(f"forkserve: worker [{server.proc_name}]")
