@@ -288,7 +288,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.cycle: Cycle | None = None
         # Idle and header timeouts are deadlines that the worker's sweep
-        # checks (ASGIWorker._sweep): setting one per request is a float
+        # checks (ASGIWorker.sweep): setting one per request is a float
         # store, not a timer armed and cancelled on the loop.  0 = none.
         self.deadline = 0.0
         self.timer_is_header = False
@@ -310,11 +310,14 @@ class HTTPProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         worker = self.worker
         worker.connections.add(self)
+        if worker.sweep_handle is None:
+            worker.sweep_handle = self.loop.call_later(worker.sweep_interval, worker.sweep)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        if isinstance(peer, tuple):  # TCP; a unix socket's names are paths
-            self.client = (peer[0], peer[1])
-            self.server = (local[0], local[1]) if local else None
+        if isinstance(local, tuple):  # TCP; a unix socket's names are paths
+            self.server = (local[0], local[1])
+            # None if the peer is already gone (reset before this callback).
+            self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         else:
             self.server = (local, None) if local else None
         self.trusted = worker.proxy.trusts(self.client[0] if self.client else None)
@@ -594,6 +597,8 @@ class ASGIWorker(Worker):
         shortest = min(t for t in (cfg.keepalive, cfg.header_timeout, _FIRST_REQUEST_GRACE)
                        if t > 0)
         self.sweep_interval = min(0.5, max(0.05, shortest / 20))
+        # Armed by the first connection; an idle worker does not wake for it.
+        self.sweep_handle: asyncio.TimerHandle | None = None
 
     def startup(self) -> bool:
         # The heartbeat must not expire while a slow startup runs.
@@ -615,7 +620,6 @@ class ASGIWorker(Worker):
                                           backlog=self.cfg.backlog)
             servers.append(loop.run_until_complete(coro))
         self._tick()
-        self._sweep()
         try:
             loop.run_until_complete(self._run(servers))
         finally:
@@ -638,12 +642,14 @@ class ASGIWorker(Worker):
             self.stop_event.set()
         self.loop.call_later(self.beat_interval, self._tick)
 
-    def _sweep(self) -> None:
-        """Close the connections whose idle or header deadline has passed."""
+    def sweep(self) -> None:
+        """Close the connections whose idle or header deadline has passed;
+        again in ``sweep_interval`` while there are connections."""
         now = self.loop.time()
         for conn in [c for c in self.connections if 0.0 < c.deadline <= now]:
             conn.on_deadline()
-        self.loop.call_later(self.sweep_interval, self._sweep)
+        self.sweep_handle = (self.loop.call_later(self.sweep_interval, self.sweep)
+                             if self.connections else None)
 
     async def _run(self, servers: list) -> None:
         assert self.stop_event is not None

@@ -251,3 +251,25 @@ def test_slow_head_gets_408_and_close(forkserve):
         s.settimeout(5)
         assert s.recv(4096) == b""
     assert isinstance(socket.AF_INET, int)
+
+
+def test_deadlines_hold_after_the_worker_was_idle(forkserve):
+    """The deadline sweep stops while a worker has no connections; the next
+    connection must arm it again: idle close after keepalive (not before),
+    and 408 for a head that stalls."""
+    server = forkserve(APP, "-w", "1", "--keep-alive", "1", "--header-timeout", "1")
+    for _ in range(2):
+        with server.connect() as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            start = time.monotonic()
+            s.settimeout(5)
+            assert s.recv(4096) == b""
+            assert 0.9 <= time.monotonic() - start < 3
+        time.sleep(1.5)  # no connections: the sweep stops
+    with server.connect() as s:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        start = time.monotonic()
+        s.settimeout(5)
+        assert s.recv(4096).startswith(b"HTTP/1.1 408")
+        assert 0.9 <= time.monotonic() - start < 3
