@@ -60,7 +60,7 @@ SCENARIOS = {
                  body_len=POST_LEN, lua="post16k.lua"),
 }
 
-APP = {"wsgi": "hello_wsgi:application", "asgi": "hello_asgi:app"}
+APP = {"wsgi": "hello_wsgi:application", "asgi": "hello_asgi:app", "native": ""}
 
 # "modules" are checked by importing them in the interpreter that will run
 # the server, so a half-installed peer is skipped instead of failing runs.
@@ -88,6 +88,16 @@ SERVERS = {
     "uvicorn-h11": dict(tool="uvicorn", kind="asgi",
                         args=["--http", "h11", "--loop", "uvloop"],
                         modules=["uvicorn", "h11", "uvloop"]),
+    # Rust HTTP servers with Python apps: the fastest peers there are.
+    "granian-asgi": dict(tool="granian", kind="asgi",
+                         args=["--interface", "asgi", "--loop", "uvloop"],
+                         modules=["granian", "uvloop"]),
+    "granian-wsgi": dict(tool="granian", kind="wsgi", args=["--interface", "wsgi"],
+                         modules=["granian"]),
+    # Not a server: a fixed answer per request head on uvloop, parsing
+    # nothing (ceiling_uvloop.py), to show the loop's and wrk's own limit.
+    "ceiling-uvloop": dict(tool="ceiling", kind="native", args=[], modules=["uvloop"],
+                           scenarios=("hello", "hello-close")),
 }
 
 # Settings these servers read from the environment would silently change
@@ -185,6 +195,12 @@ class Toolchain:
             return [self.peers_python, "-m", "gunicorn", "-w", str(workers),
                     "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                     *srv["args"], *(["--preload"] if preload else []), app]
+        if srv["tool"] == "granian":
+            return [self.peers_python, "-m", "granian", "--workers", str(workers),
+                    "--runtime-threads", "1", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning", *srv["args"], app]
+        if srv["tool"] == "ceiling":
+            return [self.peers_python, os.path.join(BENCH, "ceiling_uvloop.py"), str(port)]
         return [self.peers_python, "-m", "uvicorn", "--workers", str(workers),
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--log-level", "warning", *srv["args"], app]
@@ -192,9 +208,15 @@ class Toolchain:
 
 def expected_children(name, workers):
     """Worker processes the master forks (uvicorn with 1 worker has none)."""
-    if SERVERS[name]["tool"] == "uvicorn" and workers == 1:
+    tool = SERVERS[name]["tool"]
+    if tool == "ceiling" or (tool == "uvicorn" and workers == 1):
         return 0
     return workers
+
+
+def runs_scenarios(name):
+    """The scenarios `name` can serve (the ceiling answers only GETs)."""
+    return SERVERS[name].get("scenarios", tuple(SCENARIOS))
 
 
 def free_port():
@@ -820,7 +842,9 @@ def bench(args, tools, servers, skips):
             sys.exit(f"unknown scenario {s!r}; have {', '.join(SCENARIOS)}")
     jsonl = _jsonl_path(args)
     logdir = _logdir(jsonl)
-    total = len(scenarios) * args.repeats * len(servers)
+    plan = [(scen, name) for scen in scenarios for name in servers
+            if scen in runs_scenarios(name)]
+    total = len(plan) * args.repeats
     est = total * (args.warmup + args.duration + 2)
     log(f"{total} runs, about {est / 60:.1f} min; results -> {jsonl}")
     if args.loadgen != "wrk":
@@ -835,7 +859,7 @@ def bench(args, tools, servers, skips):
             # Interleaved (A B C A B C) so that drift on a shared machine
             # spreads over all servers instead of hitting one.
             for rep in range(args.repeats):
-                for name in servers:
+                for name in [n for s, n in plan if s == scen]:
                     i += 1
                     rec = one_run(args, tools, name, scen, rep, logdir)
                     records.append(rec)
@@ -868,7 +892,7 @@ def smoke(args, tools, servers):
             ok, detail = srv.wait_ready("hello", args.ready_timeout)
             results = [("ready", ok, detail)]
             if ok:
-                results += [(s, *check_request(port, s)) for s in SCENARIOS]
+                results += [(s, *check_request(port, s)) for s in runs_scenarios(name)]
             stop = srv.stop()
         fails = [f"{s}: {d}" for s, good, d in results if not good]
         clean = stop == "SIGTERM"
