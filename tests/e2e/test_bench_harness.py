@@ -28,7 +28,7 @@ def test_bench_smoke_runs_every_forkserve_server() -> None:
         pytest.skip("no forkserve console script installed")
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--forkserve", exe,
-         "--servers", ",".join(SERVERS)],
+         "--servers", ",".join(SERVERS), "--server-cpu", "0", "--client-cpu", "0"],
         cwd=str(ROOT), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
