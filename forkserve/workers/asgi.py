@@ -430,9 +430,7 @@ class HTTPProtocol(asyncio.Protocol):
             self.write(error_response(503))
             self.close()
             return
-        forwarded = worker.proxy.from_headers(req.headers) if self.trusted else NOT_FORWARDED
-        scope = http_scope(req, self.server, self.client, forwarded, worker.root_path,
-                           worker.lifespan.state_or_none)
+        scope = self.scope_for(req)
         keep_alive = req.keep_alive and worker.alive and worker.keepalive > 0
         cycle = self.cycle = Cycle(self, req, scope, keep_alive)
         worker.active += 1
@@ -440,6 +438,14 @@ class HTTPProtocol(asyncio.Protocol):
         # request started last is the likeliest to have blocked it.
         worker.heartbeat.set_current(req.raw_line)
         self.loop.create_task(cycle.run(worker.app))
+
+    def scope_for(self, req: Request, websocket: bool = False) -> dict[str, Any]:
+        """The ASGI scope of a request on this connection; proxy headers
+        count only from a peer trusted when the connection was made."""
+        worker = self.worker
+        forwarded = worker.proxy.from_headers(req.headers) if self.trusted else NOT_FORWARDED
+        return http_scope(req, self.server, self.client, forwarded, worker.root_path,
+                          worker.lifespan.state_or_none, websocket)
 
     def cycle_done(self, cycle: Cycle) -> None:
         worker = self.worker

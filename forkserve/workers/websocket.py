@@ -20,7 +20,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ..http.asgi import build_head, head_bytes, http_scope
+from ..http.asgi import build_head, head_bytes
 from ..http.request import Request
 from ..http.response import check_header, error_response
 
@@ -90,9 +90,7 @@ class WebSocketSession:
         proto.ws = self
         leftover = proto.reader.take_buffered()
         worker = self.worker
-        forwarded = worker.proxy.resolve(proto.client[0] if proto.client else None, self.req.headers)
-        self.scope = http_scope(self.req, proto.server, proto.client, forwarded, worker.root_path,
-                                worker.lifespan.state_or_none, websocket=True)
+        self.scope = proto.scope_for(self.req, websocket=True)
         worker.active += 1
         worker.heartbeat.set_current(self.req.raw_line)
         proto.loop.create_task(self.run())
