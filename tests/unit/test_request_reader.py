@@ -4,6 +4,7 @@ error."""
 
 from __future__ import annotations
 
+import random
 import re
 
 import h11
@@ -265,3 +266,57 @@ def test_keep_alive_and_expect_flags():
     assert r.expect_continue
     r = _ours(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")[0]
     assert r.upgrade == b"websocket"
+
+
+def _stream(rng: random.Random) -> bytes:
+    """A keep-alive stream of GETs, Content-Length and chunked bodies of
+    assorted sizes, with the odd empty line before a request."""
+    parts = []
+    for i in range(rng.randint(1, 12)):
+        kind = rng.choice(("get", "length", "chunked"))
+        lead = b"\r\n" * rng.choice((0, 0, 0, 1, 8))
+        if kind == "get":
+            parts.append(lead + b"GET /%d HTTP/1.1\r\nHost: a\r\nX-N: %d\r\n\r\n" % (i, i))
+        elif kind == "length":
+            body = bytes(rng.randrange(256) for _ in range(rng.choice((1, 13, 4096, 70000))))
+            parts.append(lead + b"POST /%d HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+                         % (i, len(body)) + body)
+        else:
+            chunks = [bytes(rng.randrange(256) for _ in range(rng.choice((1, 10, 5000))))
+                      for _ in range(rng.randint(1, 4))]
+            body = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks)
+            parts.append(lead + b"POST /%d HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked"
+                         b"\r\n\r\n" % i + body + b"0\r\nX-T: 1\r\n\r\n")
+    return b"".join(parts)
+
+
+def _summary(events):
+    """Requests with their bodies joined: how a read is split must not show."""
+    out, body = [], []
+    for ev in events:
+        if isinstance(ev, Request):
+            out.append((ev.method, ev.target, ev.headers))
+            body = []
+        elif isinstance(ev, bytes):
+            body.append(ev)
+        elif isinstance(ev, EndOfMessage):
+            out.append((b"".join(body), ev.trailers))
+        else:
+            out.append(ev)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_splits_of_a_pipelined_stream_read_as_the_whole(seed):
+    # The reader holds the bytes it was fed while that is all it has, and a
+    # bytearray once it must join or partly consume them: any mix of the
+    # two must read the same requests, bodies and trailers.
+    rng = random.Random(seed)
+    data = _stream(rng)
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 40))))
+    pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+    whole, _ = run([data])
+    split, _ = run(pieces)
+    assert not any(isinstance(e, HTTPError) for e in whole)
+    assert _summary(split) == _summary(whole)
+    assert sum(isinstance(e, Request) for e in whole) == data.count(b" HTTP/1.1\r\n")
