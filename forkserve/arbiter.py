@@ -36,7 +36,7 @@ from .heartbeat import Heartbeat, WorkerState
 from .logging import error_log, reopen_logs, setup_logging
 from .sockets import Listener, close_listeners, create_listeners, inherited_fds
 from .systemd import Notifier
-from .workers.base import EXIT_BOOT_ERROR, run_worker, worker_class
+from .workers.base import EXIT_BOOT_ERROR, run_worker, worker_class, worker_kind
 
 __all__ = ["Arbiter", "HaltServer"]
 
@@ -408,8 +408,8 @@ class Arbiter:
         copy each page they sit on (see the gc module on fork without exec).
         """
         kind = self.cfg.worker_class
-        if kind == "auto" and self.app is not None:
-            kind = "asgi" if detect_kind(self.app) == "asgi" else "sync"
+        if self.app is not None:
+            kind = worker_kind(kind, self.app)
         if kind not in self._shared_kinds:
             before = frozenset(sys.modules)
             worker_class("sync")

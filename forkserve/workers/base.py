@@ -181,6 +181,14 @@ def _drop_privileges(cfg: Config) -> None:
         os.setuid(pw.pw_uid)
 
 
+def worker_kind(setting: str, app: Any) -> str:
+    """The worker kind for the ``worker_class`` setting: ``"auto"`` asks the
+    app (ASGI, else sync); any other setting is taken as it is."""
+    if setting == "auto":
+        return "asgi" if detect_kind(app) == "asgi" else "sync"
+    return setting
+
+
 def worker_class(kind: str) -> type[Worker]:
     """The concrete worker class for ``"wsgi"``/``"sync"`` or ``"asgi"``."""
     if kind in ("sync", "wsgi"):
@@ -218,8 +226,7 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
             error_log.error("Worker %s failed to boot:\n%s", pre.pid, traceback.format_exc())
             code = EXIT_BOOT_ERROR
             return
-        kind = cfg.worker_class if cfg.worker_class != "auto" else (
-            "asgi" if detect_kind(app) == "asgi" else "sync")
+        kind = worker_kind(cfg.worker_class, app)
         cls = worker_class(kind)
         worker = current = cls(age, server.pid, listeners, cfg, heartbeat, app)
         worker.init_signals()
