@@ -494,12 +494,14 @@ class SyncWorker(Worker):
         write_timeout = self.write_timeout
         inline = self.threads == 1
         beat = self.heartbeat.beat
-        ex = conn.begin(req, _monotonic(), conn.client)
+        start = _monotonic()
+        ex = conn.begin(req, start, conn.client)
+        grace = start + self.policy.rate_grace
 
         def progress(n: int) -> None:
             ex.moved += n
             now = _monotonic()
-            if ex.progressing(now):
+            if now <= grace or ex.progressing(now):
                 conn.progress = now
                 if inline:
                     beat()

@@ -1,0 +1,270 @@
+"""The sync worker on the connection core: what a client or an app can do to
+a worker (issue 12 items 1, 3, 4, 6, 11) and the drain policy (issue 11
+item 4), against real forkserve processes over loopback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import parse_response, read_until_close, wait_for
+
+pytestmark = pytest.mark.e2e
+
+APP = "wsgi_core:application"
+
+
+def _pid(server) -> int:
+    status, _, body = server.get("/pid")
+    assert status == 200
+    return int(body)
+
+
+def _head_of(raw: bytes) -> dict[str, str]:
+    return parse_response(raw)[1]
+
+
+def _recv_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict, bytes]:
+    """One Content-Length response off a keep-alive connection."""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"closed before a response; got {bytes(buf)!r}")
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    status, headers, _ = parse_response(head + b"\r\n\r\n")
+    n = int(headers.get("content-length", "0"))
+    while len(rest) < n:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed inside a body")
+        rest += data
+    buf[:] = rest[n:]
+    return status, headers, rest[:n]
+
+
+# -- issue 12 item 1: an app that catches body errors ------------------------
+
+BAD_BODIES = {
+    "negative chunk size": b"Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+    "missing chunk CRLF": b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    "forbidden trailer": b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                         b"Content-Length: 5\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+def test_app_catching_a_body_error_does_not_kill_the_worker(forkserve, name):
+    server = forkserve(APP, "-w", "1")
+    pids = server.workers()
+    raw = server.raw(b"POST /catch HTTP/1.1\r\nHost: x\r\n" + BAD_BODIES[name]
+                     + b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+    status, headers, body = parse_response(raw)
+    # The app's own answer goes out, and the connection closes after it:
+    # nothing after a malformed body is read as a request.
+    assert (status, body) == (400, b"caught: HTTPError"), raw
+    assert headers.get("connection") == "close"
+    assert raw.count(b"HTTP/1.1 ") == 1
+    assert server.workers() == pids
+    assert _pid(server) == pids[0]
+    assert "Traceback" not in server.log
+
+
+def test_body_shorter_than_its_content_length(forkserve):
+    server = forkserve(APP, "-w", "1")
+    pids = server.workers()
+    with server.connect(10) as s:
+        s.sendall(b"POST /catch HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+        s.shutdown(socket.SHUT_WR)
+        raw = read_until_close(s)
+    status, headers, body = parse_response(raw)
+    assert (status, body) == (400, b"caught: HTTPError"), raw
+    assert headers.get("connection") == "close"
+    assert server.workers() == pids
+    assert _pid(server) == pids[0]
+
+
+# -- issue 12 item 3: a worker making progress always beats ------------------
+
+def test_pipelined_requests_longer_than_timeout_in_total(forkserve):
+    server = forkserve(APP, "-w", "1", "--timeout", "3")
+    pids = server.workers()
+    n = 6
+    with server.connect(30) as s:
+        s.sendall(b"GET /sleep?1 HTTP/1.1\r\nHost: x\r\n\r\n" * n)
+        buf = bytearray()
+        answers = [_recv_response(s, buf) for _ in range(n)]
+    assert [(st, b) for st, _, b in answers] == [(200, b"slept")] * n
+    assert server.workers() == pids
+    assert "WORKER TIMEOUT" not in server.log
+
+
+def test_looping_clients_busier_than_timeout(forkserve):
+    server = forkserve(APP, "-w", "1", "--timeout", "3")
+    pids = server.workers()
+    failures: list[str] = []
+    done = [0]
+    stop = time.monotonic() + 8
+
+    def client():
+        try:
+            with server.connect(30) as s:
+                buf = bytearray()
+                while time.monotonic() < stop:
+                    s.sendall(b"GET /sleep?1 HTTP/1.1\r\nHost: x\r\n\r\n")
+                    status, _, _ = _recv_response(s, buf)
+                    if status != 200:
+                        failures.append(str(status))
+                    done[0] += 1
+        except OSError as exc:
+            failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures, failures
+    assert done[0] >= 6
+    assert server.workers() == pids
+    assert "WORKER TIMEOUT" not in server.log
+
+
+# -- issue 12 item 6: after TERM, no more accepts -----------------------------
+
+def test_term_stops_accepting_at_once(forkserve):
+    server = forkserve(APP, "-w", "1")
+    inflight = server.connect(10)
+    inflight.sendall(b"GET /sleep?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    time.sleep(0.3)
+    queued = []
+    for _ in range(3):
+        s = server.connect(10)
+        s.sendall(b"GET /sleep?5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        queued.append(s)
+    time.sleep(0.3)
+    start = time.monotonic()
+    server.signal(signal.SIGTERM)
+    raw = read_until_close(inflight)
+    server.wait_exit(20)
+    took = time.monotonic() - start
+    inflight.close()
+    for s in queued:
+        s.close()
+    # The in-flight request finishes (about 1.4 s left); the queued ones are
+    # not taken (each would add 5 s).
+    assert parse_response(raw)[:1] == (200,)
+    assert took < 5, took
+
+
+# -- issue 11 item 7: header values and the access log ------------------------
+
+def test_leading_and_trailing_whitespace_is_not_part_of_a_value(forkserve):
+    server = forkserve(APP, "-w", "1")
+    raw = server.raw(b"GET /cookie HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"\r\nSet-Cookie: sessionid=abc; Path=/\r\n" in raw, raw
+    assert b"\r\nX-Pad: v\r\n" in raw, raw
+
+
+# -- issue 12 item 4: draining an unread body is bounded -----------------------
+
+class Trickler(threading.Thread):
+    """Sends ``head``, then one byte of ``body`` every ``every`` seconds,
+    collecting whatever the server answers, until stopped."""
+
+    def __init__(self, server, head: bytes, body: bytes, every: float) -> None:
+        super().__init__(daemon=True)
+        self.sock = server.connect(60)
+        self.head, self.body, self.every = head, body, every
+        self.received = bytearray()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        self.sock.sendall(self.head)
+        self.sock.settimeout(self.every)
+        for i in range(len(self.body)):
+            try:
+                self.sock.send(self.body[i:i + 1])
+            except OSError:
+                break
+            try:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                self.received += data
+            except socket.timeout:
+                pass
+            except OSError:
+                break
+            if self.stopping.is_set():
+                break
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+        self.sock.close()
+
+
+@pytest.mark.parametrize("framing", ["huge content-length", "chunked"])
+def test_an_ignored_trickled_body_does_not_tie_up_the_worker(forkserve, framing):
+    server = forkserve(APP, "-w", "1")
+    pids = server.workers()
+    if framing == "chunked":
+        head = b"POST /ignore HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        body = b"1\r\na\r\n" * 1000
+    else:
+        head = b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n\r\n"
+        body = b"a" * 1000
+    trickler = Trickler(server, head, body, every=0.5)
+    trickler.start()
+    try:
+        time.sleep(1.0)
+        # Other clients are answered, promptly, while the trickle goes on.
+        for _ in range(4):
+            t0 = time.monotonic()
+            status, _, body_ = server.get("/pid", timeout=5)
+            assert (status, int(body_)) == (200, pids[0])
+            assert time.monotonic() - t0 < 2.5
+        # The trickler got its answer, and the connection closed after it.
+        wait_for(lambda: b"\r\n\r\nignored" in trickler.received, 5, what="the answer")
+        wait_for(lambda: not trickler.is_alive(), 5, what="the connection to close")
+    finally:
+        trickler.stop()
+    assert server.workers() == pids
+
+
+def test_an_app_reading_a_trickled_body_does_not_keep_the_worker_alive(forkserve):
+    # The rule: client I/O counts as progress only at 1 KiB/s or more once
+    # the exchange is older than `timeout`; a byte every 0.5 s is not.
+    server = forkserve(APP, "-w", "1", "--timeout", "2")
+    pids = server.workers()
+    trickler = Trickler(server, b"POST /catch HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+                        b"a" * 1000, every=0.5)
+    trickler.start()
+    try:
+        server.wait_log("WORKER TIMEOUT", timeout=20)
+        new = server.wait_workers(1, exclude=set(pids), timeout=15)
+        assert _pid(server) == new[0]
+    finally:
+        trickler.stop()
+
+
+def test_a_slow_but_steady_upload_is_progress(forkserve):
+    # 64 KB/s for 5 s with --timeout 2: well above the rate, never killed.
+    server = forkserve(APP, "-w", "1", "--timeout", "2")
+    pids = server.workers()
+    piece = 6400
+    size = piece * 50
+    with server.connect(30) as s:
+        s.sendall(b"POST /catch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % size)
+        for _ in range(50):
+            s.sendall(b"b" * piece)
+            time.sleep(0.1)
+        status, _, body = parse_response(read_until_close(s))
+    assert (status, body) == (200, b"read %d" % size)
+    assert server.workers() == pids
