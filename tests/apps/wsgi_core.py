@@ -1,6 +1,7 @@
 """WSGI test app for the connection-core tests (tests/e2e/test_sync_core.py)."""
 
 import os
+import tempfile
 import time
 
 
@@ -39,8 +40,19 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/octet-stream"),
                                   ("Content-Length", str(size))])
         return (block[:min(len(block), size - i)] for i in range(0, size, len(block)))
+    if path == "/download-one":
+        size = int(qs or str(64 << 20))
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [b"y" * size]
+    if path == "/download-file":
+        size = int(qs or str(64 << 20))
+        f = tempfile.TemporaryFile()
+        f.truncate(size)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f)
     if path == "/empty":
         start_response("204 No Content", [])
         return []
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
+

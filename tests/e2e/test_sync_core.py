@@ -268,3 +268,291 @@ def test_a_slow_but_steady_upload_is_progress(forkserve):
         status, _, body = parse_response(read_until_close(s))
     assert (status, body) == (200, b"read %d" % size)
     assert server.workers() == pids
+
+
+# -- issue 11 item 4 (sync): the drain keeps idle keep-alive connections -------
+
+def test_idle_keepalive_connection_is_answered_after_hup(forkserve):
+    server = forkserve(APP, "-w", "1", "--keep-alive", "10")
+    with server.connect(20) as s:
+        buf = bytearray()
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = _recv_response(s, buf)
+        old = int(body)
+        assert status == 200 and "connection" not in headers
+        before = server.log.count("Reload complete")
+        server.signal(signal.SIGHUP)
+        # The old worker is told to drain once the new one is ready.
+        server.wait_log("Reload complete", count=before + 1, timeout=20)
+        time.sleep(0.3)
+        # A proxy may send on its idle upstream connection at any moment:
+        # the draining worker answers, and closes only after that.
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = _recv_response(s, buf)
+        assert (status, int(body)) == (200, old)
+        assert headers.get("connection") == "close"
+        assert s.recv(1) == b""
+    wait_for(lambda: old not in server.workers(), 10, what="the old worker to exit")
+
+
+def test_idle_keepalive_connection_closes_at_its_keepalive_timeout_when_draining(forkserve):
+    server = forkserve(APP, "-w", "1", "--keep-alive", "4")
+    with server.connect(20) as s:
+        buf = bytearray()
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, _, body = _recv_response(s, buf)
+        t0 = time.monotonic()
+        old = int(body)
+        server.signal(signal.SIGHUP)
+        # Nothing is sent: the old worker closes the connection at the end
+        # of its keep-alive timeout (4 s from the response), not when it
+        # starts draining, then exits.
+        assert s.recv(1) == b""
+        assert 3 <= time.monotonic() - t0 < 8
+    wait_for(lambda: old not in server.workers(), 10, what="the old worker to exit")
+
+
+# -- issue 12 item 11 (sync): slow clients beyond worker_connections -----------
+
+def test_slowloris_beyond_worker_connections_does_not_starve_others(forkserve):
+    server = forkserve(APP, "-w", "1", "--worker-connections", "50")
+    pids = server.workers()
+    slow = []
+    try:
+        for _ in range(100):
+            s = server.connect(10)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+            slow.append(s)
+        time.sleep(0.5)
+        answered = 0
+        for _ in range(4):
+            try:
+                status, _, _ = server.get("/pid", timeout=3)
+                answered += status == 200
+            except OSError:
+                pass
+        assert answered == 4
+        # The slow heads that made room were told why.
+        told = 0
+        for s in slow:
+            s.settimeout(0.01)
+            try:
+                told += s.recv(100).startswith(b"HTTP/1.1 408 ")
+            except OSError:
+                pass
+        assert told >= 4
+    finally:
+        for s in slow:
+            s.close()
+    assert server.workers() == pids
+
+
+# -- issue 11 item 7: the access log counts what was sent ----------------------
+
+def _access_lines(path, n, timeout=10):
+    wait_for(lambda: path.exists() and len(path.read_text().splitlines()) >= n, timeout,
+             what=f"{n} access log lines")
+    return path.read_text().splitlines()
+
+
+@pytest.mark.parametrize("route", ["/download-one", "/download-file", "/download"])
+def test_access_log_counts_the_bytes_of_an_aborted_download(forkserve, tmp_path, route):
+    log = tmp_path / "access.log"
+    server = forkserve(APP, "-w", "1", "--access-logfile", str(log),
+                       "--access-logformat", "%(r)s %(s)s %(B)s")
+    size = 256 << 20
+    with server.connect(10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET %s?%d HTTP/1.1\r\nHost: x\r\n\r\n" % (route.encode(), size))
+        got = 0
+        while got < 1 << 20:
+            got += len(s.recv(65536))
+        # Abort: a reset, as a browser closing the tab.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    line = _access_lines(log, 1)[0]
+    logged = int(line.rsplit(" ", 1)[1])
+    assert line.startswith(f"GET {route}?{size} HTTP/1.1 200 ")
+    assert got - 65536 <= logged < size // 4, line
+    assert _pid(server)
+
+
+def test_access_log_sizes_print_as_gunicorn_does(forkserve, tmp_path):
+    """%(b)s and %(B)s for empty and non-empty bodies, against gunicorn."""
+    import shutil
+    import subprocess
+
+    from conftest import APPS, free_port, stop_tree
+    fmt = "%(m)s %(U)s %(s)s b=%(b)s B=%(B)s"
+    requests = [("GET", "/empty"), ("HEAD", "/ignore"), ("GET", "/ignore"), ("GET", "/cookie")]
+    log = tmp_path / "fs-access.log"
+    server = forkserve(APP, "-w", "1", "--access-logfile", str(log), "--access-logformat", fmt)
+    for method, path in requests:
+        server.request(method, path)
+    ours = _access_lines(log, len(requests))
+    gunicorn = "/tmp/peers/bin/gunicorn"
+    if not shutil.which(gunicorn):
+        pytest.skip("gunicorn (reference server) is not installed at /tmp/peers")
+    glog = tmp_path / "gunicorn-access.log"
+    port = free_port()
+    proc = subprocess.Popen([gunicorn, "-b", f"127.0.0.1:{port}", "-w", "1", "--access-logfile",
+                             str(glog), "--access-logformat", fmt, APP], cwd=str(APPS),
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(APPS)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _connects(port), 20, what="gunicorn to listen")
+        server.port = port
+        for method, path in requests:
+            server.request(method, path)
+        theirs = _access_lines(glog, len(requests))
+    finally:
+        stop_tree(proc)
+    assert ours == theirs
+    assert ours[0] == "GET /empty 204 b=0 B=0"
+
+
+def _connects(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+# -- issue 11 "done when": 20 HUPs behind nginx, mixed keep-alive load ---------
+
+NGINX_SITE = """
+upstream forkserve {
+    server unix:%(sock)s fail_timeout=0;
+    keepalive 16;
+    # Below forkserve's keepalive (3 s): nginx closes an idle upstream
+    # connection before forkserve would, so it never sends on one that
+    # forkserve is closing.
+    keepalive_timeout 1s;
+}
+server {
+    listen 127.0.0.1:%(port)d;
+    location / {
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $http_host;
+        proxy_pass http://forkserve;
+    }
+}
+"""
+
+
+@pytest.fixture
+def nginx_keepalive(tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import free_port
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not shutil.which(binary):
+        pytest.skip("nginx is not installed")
+    port = free_port()
+    sock = tmp_path / "fs.sock"
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "nginx.conf").write_text(f"""
+user root;
+worker_processes 1;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/nginx-error.log;
+events {{ worker_connections 512; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp_path}/body;
+    proxy_temp_path {tmp_path}/proxy;
+    fastcgi_temp_path {tmp_path}/fastcgi;
+    uwsgi_temp_path {tmp_path}/uwsgi;
+    scgi_temp_path {tmp_path}/scgi;
+    {NGINX_SITE % {"sock": sock, "port": port}}
+}}
+""")
+    proc = subprocess.Popen([binary, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
+                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield {"port": port, "sock": str(sock), "log": tmp_path / "nginx-error.log"}
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_twenty_hups_behind_nginx_lose_nothing(forkserve, nginx_keepalive):
+    nginx = nginx_keepalive
+    server = forkserve(APP, "-b", f"unix:{nginx['sock']}", "-w", "2", "--keep-alive", "3",
+                       bind=False)
+    port = nginx["port"]
+
+    def connect(timeout=10):
+        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+    def up():
+        try:
+            with connect() as s:
+                s.sendall(b"GET /ignore HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                return parse_response(read_until_close(s))[0] == 200
+        except OSError:
+            return False
+    wait_for(up, 10, what="nginx to reach forkserve")
+
+    stop = threading.Event()
+    counts = {"ok": 0}
+    bad: list[str] = []
+    lock = threading.Lock()
+
+    def client(method: bytes, body: bytes):
+        request = (b"%s /catch HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n"
+                   % (method, len(body)) + body)
+        expect = b"read %d" % len(body)
+        sock, buf = None, bytearray()
+        while not stop.is_set():
+            try:
+                if sock is None:
+                    sock, buf = connect(), bytearray()
+                sock.sendall(request)
+                status, headers, got = _recv_response(sock, buf)
+            except OSError as exc:
+                # nginx keeps its client connections open: any failure here
+                # is a lost request.
+                with lock:
+                    bad.append(repr(exc))
+                if sock is not None:
+                    sock.close()
+                sock = None
+                continue
+            with lock:
+                if status == 200 and got == expect:
+                    counts["ok"] += 1
+                else:
+                    bad.append(f"{status} {got[:60]!r}")
+            if headers.get("connection") == "close":
+                sock.close()
+                sock = None
+        if sock is not None:
+            sock.close()
+
+    threads = [threading.Thread(target=client, args=args) for args in
+               [(b"POST", b"p" * 3000)] * 4 + [(b"GET", b"")] * 2 + [(b"POST", b"")] * 2]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(20):
+            before = server.log.count("Reload complete")
+            server.signal(signal.SIGHUP)
+            server.wait_log("Reload complete", count=before + 1, timeout=20)
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    print(f"\n[nginx] 20 HUPs: {counts['ok']} ok, {len(bad)} failed")
+    assert not bad, bad[:10]
+    assert counts["ok"] > 200
