@@ -556,3 +556,26 @@ def test_twenty_hups_behind_nginx_lose_nothing(forkserve, nginx_keepalive):
     print(f"\n[nginx] 20 HUPs: {counts['ok']} ok, {len(bad)} failed")
     assert not bad, bad[:10]
     assert counts["ok"] > 200
+
+
+# -- the end of an exchange: hooks ---------------------------------------------
+
+def test_request_hooks_see_gunicorn_names_and_cannot_kill_the_worker(forkserve, tmp_path):
+    hook_log = tmp_path / "hooks.log"
+    server = forkserve(APP, "-w", "1", "-c", "hooks_core_conf.py",
+                       env={"FS_HOOK_LOG": str(hook_log)})
+    pids = server.workers()
+    assert server.get("/ignore?x=1")[:1] == (200,)
+    status, headers, _ = server.get("/pre-fails")
+    assert status == 500
+    assert server.get("/post-fails")[0] == 404
+    assert server.get("/ignore")[0] == 200
+    wait_for(lambda: hook_log.exists() and len(hook_log.read_text().splitlines()) >= 4, 5,
+             what="post_request lines")
+    lines = hook_log.read_text().splitlines()
+    assert lines[0] == "GET /ignore x=1 (1, 1) '200 OK' 200 7 /ignore"
+    # As in gunicorn, post_request runs after a failed pre_request too.
+    assert lines[1] == "GET /pre-fails  (1, 1) '500 Internal Server Error' 500 0 /pre-fails"
+    assert lines[2] == "GET /post-fails  (1, 1) '404 Not Found' 404 9 /post-fails"
+    assert "pre_request hook failed" in server.log and "post_request hook failed" in server.log
+    assert server.workers() == pids
