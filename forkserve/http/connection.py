@@ -98,6 +98,11 @@ class ConnState(enum.Enum):
 
 
 _WAITING = frozenset({ConnState.FRESH, ConnState.HEAD, ConnState.IDLE})
+# Members as module constants for the per-request paths: an enum member
+# looked up on its class costs about as much as a small function call.
+_FRESH, _HEAD, _BUSY, _IDLE, _LINGER, _CLOSED = (
+    ConnState.FRESH, ConnState.HEAD, ConnState.BUSY, ConnState.IDLE, ConnState.LINGER,
+    ConnState.CLOSED)
 
 
 class Close(enum.Enum):
@@ -112,6 +117,10 @@ class Close(enum.Enum):
     APP_ERROR = "the app failed"
     CLIENT_GONE = "the client went away"
     DRAINING = "the worker is draining"
+
+
+_CLOSE_CLIENT, _CLOSE_KEEPALIVE_OFF, _CLOSE_DRAINING = (
+    Close.CLIENT, Close.KEEPALIVE_OFF, Close.DRAINING)
 
 
 class Expiry(enum.Enum):
@@ -235,9 +244,9 @@ class Exchange:
         self.head_sent = False
         self.policy = policy
         if not request.keep_alive:
-            self.close: Close | None = Close.CLIENT
+            self.close: Close | None = _CLOSE_CLIENT
         elif policy.keepalive <= 0:
-            self.close = Close.KEEPALIVE_OFF
+            self.close = _CLOSE_KEEPALIVE_OFF
         else:
             self.close = None
 
@@ -250,7 +259,7 @@ class Exchange:
         """Whether the response must say ``Connection: close``: asked now,
         as its head goes out (a drain may have begun meanwhile)."""
         if self.close is None and self.policy.draining:
-            self.close = Close.DRAINING
+            self.close = _CLOSE_DRAINING
         return self.close is not None
 
     @property
@@ -305,7 +314,7 @@ class HTTPConnection:
 
     def __init__(self, policy: Policy, now: float) -> None:
         self.policy = policy
-        self.state = ConnState.FRESH
+        self.state = _FRESH
         self.since = now                     # waiting since (accept, last response)
         self.deadline = now + policy.header_timeout
         self.served = 0
@@ -314,8 +323,8 @@ class HTTPConnection:
         """The first bytes of a request head: the whole head must arrive
         within ``header_timeout`` from now."""
         state = self.state
-        if state is ConnState.IDLE or state is ConnState.FRESH:
-            self.state = ConnState.HEAD
+        if state is _IDLE or state is _FRESH:
+            self.state = _HEAD
             deadline = now + self.policy.header_timeout
             if self.policy.draining:
                 deadline = min(deadline, self.policy.drain_deadline)
@@ -323,7 +332,7 @@ class HTTPConnection:
 
     def begin(self, request: Request, now: float, client: str) -> Exchange:
         """A complete request head: the exchange starts."""
-        self.state = ConnState.BUSY
+        self.state = _BUSY
         return Exchange(request, now, client, self.policy)
 
     def finish(self, ex: Exchange, now: float, buffered: bool) -> bool:
@@ -331,15 +340,15 @@ class HTTPConnection:
         HEAD if the next request's bytes are already ``buffered``)."""
         self.served += 1
         if ex.close is not None:
-            self.state = ConnState.CLOSED
+            self.state = _CLOSED
             return False
         policy = self.policy
         self.since = now
         if buffered:
-            self.state = ConnState.HEAD
+            self.state = _HEAD
             deadline = now + policy.header_timeout
         else:
-            self.state = ConnState.IDLE
+            self.state = _IDLE
             deadline = now + policy.keepalive
         if policy.draining:
             deadline = min(deadline, policy.drain_deadline)
@@ -348,20 +357,20 @@ class HTTPConnection:
 
     def refuse(self, now: float) -> None:
         """An error response went out and our side is shut: linger."""
-        self.state = ConnState.LINGER
+        self.state = _LINGER
         self.deadline = now + self.policy.linger
 
     def closed(self) -> None:
-        self.state = ConnState.CLOSED
+        self.state = _CLOSED
 
     def expired(self, now: float) -> Expiry:
         """What to do now about this connection's deadline."""
         if self.deadline > now:
             return Expiry.NONE
         state = self.state
-        if state is ConnState.HEAD:
+        if state is _HEAD:
             return Expiry.TIMEOUT
-        if state is ConnState.BUSY or state is ConnState.CLOSED:
+        if state is _BUSY or state is _CLOSED:
             return Expiry.NONE
         return Expiry.CLOSE
 
@@ -372,10 +381,10 @@ class HTTPConnection:
         request; an exchange in flight finishes."""
         policy = self.policy
         state = self.state
-        if state is ConnState.FRESH:
+        if state is _FRESH:
             self.deadline = min(self.deadline, now + policy.first_request_grace,
                                 policy.drain_deadline)
-        elif state is ConnState.IDLE or state is ConnState.HEAD:
+        elif state is _IDLE or state is _HEAD:
             self.deadline = min(self.deadline, policy.drain_deadline)
 
     @property
@@ -391,7 +400,7 @@ def eviction_candidate(conns: Iterable[HTTPConnection]) -> HTTPConnection | None
     best = None
     for conn in conns:
         state = conn.state
-        if state is ConnState.LINGER:
+        if state is _LINGER:
             return conn
         if state in _WAITING and (best is None or conn.since < best.since):
             best = conn

@@ -51,6 +51,12 @@ class Framing(enum.Enum):
     CLOSE = "close-delimited"      # HTTP/1.0 with unknown length
 
 
+# Members as module constants: an enum member looked up on its class costs
+# more than the rest of a small response's framing.
+_NO_BODY, _LENGTH, _CHUNKED, _CLOSE = (Framing.NO_BODY, Framing.LENGTH, Framing.CHUNKED,
+                                       Framing.CLOSE)
+
+
 class BodyFramer:
     """The framing of one response body; see the module docstring.
 
@@ -70,7 +76,7 @@ class BodyFramer:
         self.trailers = False
         self.length: int | None = None
         if method == b"HEAD" or status < 200 or status == 204 or status == 304:
-            self.kind = Framing.NO_BODY
+            self.kind = _NO_BODY
             # A HEAD or 304 may say how long the body would have been; 1xx
             # and 204 must not carry a Content-Length at all.
             if content_length is not None and (method == b"HEAD" or status == 304):
@@ -78,25 +84,25 @@ class BodyFramer:
             else:
                 self.header = b""
         elif content_length is not None:
-            self.kind = Framing.LENGTH
+            self.kind = _LENGTH
             self.length = content_length
             self.header = b"content-length: %d\r\n" % content_length
         elif body_length is not None and not trailers:
-            self.kind = Framing.LENGTH
+            self.kind = _LENGTH
             self.length = body_length
             self.header = b"content-length: %d\r\n" % body_length
         elif version == b"1.1":
-            self.kind = Framing.CHUNKED
+            self.kind = _CHUNKED
             self.trailers = trailers
             self.header = b"transfer-encoding: chunked\r\n"
         else:
-            self.kind = Framing.CLOSE
+            self.kind = _CLOSE
             self.header = b""
             self.must_close = True
 
     @property
     def has_body(self) -> bool:
-        return self.kind is not Framing.NO_BODY
+        return self.kind is not _NO_BODY
 
     def frame(self, data: bytes) -> bytes:
         """The bytes to write for one piece of body ``data``: a chunk, the
@@ -104,7 +110,7 @@ class BodyFramer:
         ``b""`` (no body allowed, or an empty piece)."""
         kind = self.kind
         n = len(data)
-        if kind is Framing.LENGTH:
+        if kind is _LENGTH:
             left = self.length - self.framed  # type: ignore[operator]
             if n > left:
                 # More than announced: the extra bytes must never reach the
@@ -114,12 +120,12 @@ class BodyFramer:
                 self.must_close = True
             self.framed += n
             return data
-        if kind is Framing.CHUNKED:
+        if kind is _CHUNKED:
             if not n:
                 return b""  # an empty chunk would end the body
             self.framed += n
             return b"%x\r\n%s\r\n" % (n, data)
-        if kind is Framing.CLOSE:
+        if kind is _CLOSE:
             self.framed += n
             return data
         return b""
@@ -129,11 +135,11 @@ class BodyFramer:
         how many bytes to send, counted as framed; None if the file cannot
         go out as is (chunked: it would need chunk framing)."""
         kind = self.kind
-        if kind is Framing.NO_BODY:
+        if kind is _NO_BODY:
             return 0
-        if kind is Framing.CHUNKED:
+        if kind is _CHUNKED:
             return None
-        if kind is Framing.LENGTH:
+        if kind is _LENGTH:
             size = min(size, self.length - self.framed)  # type: ignore[operator]
         self.framed += size
         return size
@@ -144,7 +150,7 @@ class BodyFramer:
         allows), else ``b""``.  A body shorter than its Content-Length sets
         ``must_close``."""
         kind = self.kind
-        if kind is Framing.CHUNKED:
+        if kind is _CHUNKED:
             if not trailers:
                 return LAST_CHUNK
             lines = [b"0\r\n"]
@@ -153,13 +159,13 @@ class BodyFramer:
                 lines.append(name + b": " + value + b"\r\n")
             lines.append(b"\r\n")
             return b"".join(lines)
-        if kind is Framing.LENGTH and self.framed < self.length:  # type: ignore[operator]
+        if kind is _LENGTH and self.framed < self.length:  # type: ignore[operator]
             self.must_close = True
         return b""
 
     def payload_in(self, written: int, payload: int) -> int:
         """How many body bytes the first ``written`` bytes of one frame of a
         ``payload``-byte piece carried (a write cut short by the client)."""
-        if self.kind is Framing.CHUNKED and payload:
+        if self.kind is _CHUNKED and payload:
             written -= len(b"%x\r\n" % payload)
         return max(0, min(written, payload))

@@ -66,6 +66,9 @@ _WAKE = object()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 _monotonic = time.monotonic
+# Enum members as constants on the per-request paths (a class lookup each
+# time costs as much as a small function call).
+_HEAD, _LINGER, _CLIENT_GONE = ConnState.HEAD, ConnState.LINGER, Close.CLIENT_GONE
 
 
 def limits_from(cfg: Any) -> Limits:
@@ -286,7 +289,7 @@ class SyncWorker(Worker):
                 self._next_request(conn)
 
     def _on_readable(self, conn: Connection) -> None:
-        if conn.state is ConnState.LINGER:
+        if conn.state is _LINGER:
             self._linger(conn)
             return
         try:
@@ -296,7 +299,7 @@ class SyncWorker(Worker):
         except OSError:
             self._close(conn)
             return
-        if data and conn.state is not ConnState.HEAD:
+        if data and conn.state is not _HEAD:
             conn.data_arrived(_monotonic())
         conn.reader.feed(data)
         self._next_request(conn)
@@ -354,7 +357,7 @@ class SyncWorker(Worker):
                 # Not reachable while every reader error reaches the
                 # exchange; if one ever does not, close, never crash.
                 self.log.error("Request reader not done after an exchange; closing")
-        if ex is not None and ex.close is not Close.CLIENT_GONE and (
+        if ex is not None and ex.close is not _CLIENT_GONE and (
                 ex.close is Close.BAD_BODY or _body_left(reader)):
             # The client may still be sending its body: close lingering, so
             # that it reads the response instead of a reset.
