@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import enum
 
-from .response import LAST_CHUNK, body_allowed, check_header
+from .response import LAST_CHUNK, check_header
 
-__all__ = ["Framing", "BodyFramer", "body_allowed", "LAST_CHUNK"]
+__all__ = ["Framing", "BodyFramer"]
 
 class Framing(enum.Enum):
     """How the end of a response body is marked."""

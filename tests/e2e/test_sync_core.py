@@ -24,10 +24,6 @@ def _pid(server) -> int:
     return int(body)
 
 
-def _head_of(raw: bytes) -> dict[str, str]:
-    return parse_response(raw)[1]
-
-
 def _recv_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict, bytes]:
     """One Content-Length response off a keep-alive connection."""
     while b"\r\n\r\n" not in buf:
@@ -57,9 +53,10 @@ BAD_BODIES = {
 }
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
 @pytest.mark.parametrize("name", sorted(BAD_BODIES))
-def test_app_catching_a_body_error_does_not_kill_the_worker(forkserve, name):
-    server = forkserve(APP, "-w", "1")
+def test_app_catching_a_body_error_does_not_kill_the_worker(forkserve, name, threads):
+    server = forkserve(APP, "-w", "1", "--threads", threads)
     pids = server.workers()
     raw = server.raw(b"POST /catch HTTP/1.1\r\nHost: x\r\n" + BAD_BODIES[name]
                      + b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
@@ -272,8 +269,9 @@ def test_a_slow_but_steady_upload_is_progress(forkserve):
 
 # -- issue 11 item 4 (sync): the drain keeps idle keep-alive connections -------
 
-def test_idle_keepalive_connection_is_answered_after_hup(forkserve):
-    server = forkserve(APP, "-w", "1", "--keep-alive", "10")
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_idle_keepalive_connection_is_answered_after_hup(forkserve, threads):
+    server = forkserve(APP, "-w", "1", "--keep-alive", "10", "--threads", threads)
     with server.connect(20) as s:
         buf = bytearray()
         s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
