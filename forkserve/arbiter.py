@@ -36,7 +36,8 @@ from .heartbeat import Heartbeat, WorkerState
 from .logging import error_log, reopen_logs, setup_logging
 from .sockets import Listener, close_listeners, create_listeners, inherited_fds
 from .systemd import Notifier
-from .workers.base import EXIT_BOOT_ERROR, run_worker, worker_class, worker_kind
+from .workers.base import EXIT_BOOT_ERROR, run_worker
+from .workers.registry import AUTO, modules_to_share, worker_kind
 
 __all__ = ["Arbiter", "HaltServer"]
 
@@ -400,10 +401,10 @@ class Arbiter:
         heap, so that workers share the master's pages (copy-on-write)
         instead of each building and dirtying its own copy.
 
-        The worker class comes from the config, or from the preloaded app;
-        in "auto" mode without --preload only the sync worker is known to be
-        light enough to import regardless (the ASGI one brings asyncio and
-        uvloop).  gc.freeze() moves every object to the permanent generation:
+        The worker kind comes from the config, or from the preloaded app;
+        in "auto" mode without --preload the app is not known here, and only
+        the sync worker's modules are imported (the commoner kind, and the
+        lighter one); each worker class names the modules it wants shared.  gc.freeze() moves every object to the permanent generation:
         a worker's collector then never writes to their headers, which would
         copy each page they sit on (see the gc module on fork without exec).
         """
@@ -412,12 +413,10 @@ class Arbiter:
             kind = worker_kind(kind, self.app)
         if kind not in self._shared_kinds:
             before = frozenset(sys.modules)
-            worker_class("sync")
-            if kind == "asgi":
-                worker_class("asgi")
+            for name in modules_to_share("sync" if kind == AUTO else kind):
                 try:
-                    import uvloop  # noqa: F401
-                except ImportError:  # pragma: no cover - a declared dependency
+                    __import__(name)
+                except ImportError:  # an optional speed-up (uvloop) missing
                     pass
             self._shared_kinds.add(kind)
             # A HUP with --preload forgets the app's modules; not these.

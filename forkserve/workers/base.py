@@ -19,13 +19,14 @@ import random
 import signal
 import sys
 import traceback
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
-from ..app import AppLoadError, detect_kind, load_app
+from ..app import AppLoadError, load_app
 from ..config import Config
 from ..heartbeat import Heartbeat, WorkerState
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
+from .registry import worker_class, worker_kind
 
 __all__ = ["Worker", "EXIT_BOOT_ERROR", "run_worker"]
 
@@ -41,6 +42,10 @@ class Worker:
     """A worker process; subclasses implement :meth:`serve`."""
 
     kind = "none"
+    #: Modules the master imports before forking workers of this class, in
+    #: addition to the class's own, so that workers share them
+    #: (copy-on-write) instead of each importing a private copy.
+    shared_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, age: int, ppid: int, listeners: list[Listener], cfg: Config,
                  heartbeat: Heartbeat, app: Any = None) -> None:
@@ -179,25 +184,6 @@ def _drop_privileges(cfg: Config) -> None:
             os.setgid(pw.pw_gid)
         os.initgroups(pw.pw_name, os.getgid())
         os.setuid(pw.pw_uid)
-
-
-def worker_kind(setting: str, app: Any) -> str:
-    """The worker kind for the ``worker_class`` setting: ``"auto"`` asks the
-    app (ASGI, else sync); any other setting is taken as it is."""
-    if setting == "auto":
-        return "asgi" if detect_kind(app) == "asgi" else "sync"
-    return setting
-
-
-def worker_class(kind: str) -> type[Worker]:
-    """The concrete worker class for ``"wsgi"``/``"sync"`` or ``"asgi"``."""
-    if kind in ("sync", "wsgi"):
-        from .sync import SyncWorker
-        return SyncWorker
-    if kind == "asgi":
-        from .asgi import ASGIWorker
-        return ASGIWorker
-    raise ValueError(kind)
 
 
 def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
