@@ -283,7 +283,11 @@ def test_ttin_and_ttou_during_a_reload(forkserve, tmp_path):
 
     _deploy(tmp_path, "v3", import_seconds=2)
     server.signal(signal.SIGHUP)
-    wait_for(lambda: len(server.workers()) >= 5, 10, what="v3 workers forked")
+    server.wait_log("Hang up: Master", count=2)
+    try:
+        wait_for(lambda: len(server.workers()) >= 5, 10, what="v3 workers forked")
+    except AssertionError:
+        raise AssertionError(f"{server.workers()}\n{server.log[-3000:]}") from None
     server.signal(signal.SIGTTOU)
     time.sleep(0.3)
     server.signal(signal.SIGTTOU)
