@@ -1,15 +1,20 @@
 """The arbiter: the master process.
 
 It binds the listening sockets once, forks the workers and supervises them
-from one loop: reap the dead, murder the stuck, keep the count, roll
-generations on HUP.  Signal handlers only queue the signal; the loop wakes on
-the self-pipe that ``signal.set_wakeup_fd`` writes to and handles it there.
+from one loop: handle the signals that came, sleep until the next one (or a
+tick), reap the dead, murder the stuck, recycle, finish a reload, keep the
+count.  Signal handlers only record the signal; the loop handles it.  The
+parts it composes live in ``forkserve/master/``: the worker table
+(``pool``), generations and HUP (``reload``), USR2 (``reexec``), the
+signals themselves (``signals``) and when to replace a crashed worker
+(``respawn``).
 
 Signals:
   HUP   reload config and app; new workers start, old ones drain once the new
-        generation is READY.  The listening sockets never close.
+        generation is READY.  The listening sockets never close.  A HUP during
+        a reload starts one more reload once the current one settles.
   TERM  graceful stop: stop accepting, finish in-flight requests, exit 0.
-  INT, QUIT  fast stop.
+  INT, QUIT  fast stop; also during a graceful stop, which it cuts short.
   TTIN, TTOU  one worker more, one fewer.
   USR1  reopen log files, in the master and every worker.
   USR2  re-execute the master binary, handing it the listening sockets.
@@ -18,34 +23,33 @@ Signals:
 
 from __future__ import annotations
 
-import gc
 import os
-import random
-import select
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import psutil
 
 from .app import AppLoadError, detect_kind, load_app
 from .config import Config
-from .heartbeat import Heartbeat, WorkerState
-from .logging import error_log, reopen_logs, setup_logging
+from .logging import error_log, reopen_logs
+from .master.pool import Exit, WorkerPool, WorkerRecord
+from .master.reexec import Reexec
+from .master.reload import Generations
+from .master.respawn import SPACING, RespawnPolicy
+from .master.signals import NAMES, SignalInbox
 from .sockets import Listener, close_listeners, create_listeners, inherited_fds
 from .systemd import Notifier
-from .workers.base import EXIT_BOOT_ERROR, run_worker, worker_class, worker_kind
 
-__all__ = ["Arbiter", "HaltServer"]
-
-# Where the master started: a USR2 re-exec starts from here again, whatever
-# --chdir did since.
-START_CWD = os.getcwd()
+__all__ = ["Arbiter", "HaltServer", "WorkerRecord"]
 
 # Exit statuses of the master.
 EXIT_BOOT_FAILED = 3
+
+# The loop's tick: how long it sleeps with nothing to do, and while workers
+# boot (so that a new generation takes over, and readiness is announced, as
+# soon as it is up).
+_TICK = 1.0
+_TICK_BOOTING = 0.05
 
 
 class HaltServer(Exception):
@@ -57,41 +61,6 @@ class HaltServer(Exception):
         self.exit_status = exit_status
 
 
-@dataclass
-class WorkerRecord:
-    """What the master knows about one worker."""
-
-    pid: int
-    age: int
-    generation: int
-    heartbeat: Heartbeat
-    spawned_at: float
-    stopping: bool = False           # told to drain (TERM sent)
-    kill_at: float | None = None     # SIGKILL deadline once stopping
-    aborted_at: float | None = None  # SIGABRT sent for a timeout
-    expected_exit: bool = False      # we asked it to go
-    memory_limit: int = 0            # bytes of RSS, jitter included; 0: none
-    retire_at: float = 0.0           # max_worker_lifetime deadline; 0: none
-
-    # gunicorn's hooks receive this object as ``worker``.
-    @property
-    def alive(self) -> bool:
-        return not self.stopping
-
-
-@dataclass
-class Reload:
-    """A HUP in progress: the new generation booting."""
-
-    generation: int
-    deadline: float
-    started: float = field(default_factory=time.monotonic)
-
-
-_SIGNALS = {getattr(signal, f"SIG{name}"): name.lower() for name in
-            ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "USR1", "USR2", "WINCH")}
-
-
 class Arbiter:
     """The master process; :meth:`run` never returns."""
 
@@ -100,23 +69,21 @@ class Arbiter:
         self.reload_config = reload_config
         self.pid = os.getpid()
         self.listeners: list[Listener] = []
-        self.workers: dict[int, WorkerRecord] = {}
-        self.generation = 0
-        self.reloading: Reload | None = None
         self.num_workers = cfg.workers
-        self.worker_age = 0
         self.app: Any = None
-        # Worker kinds whose modules are imported here for the workers to share.
-        self._shared_kinds: set[str] = set()
-        self.sig_queue: list[int] = []
-        self.ready_announced = False
-        self.master_name = "master"
-        self.reexec_pid = 0
-        self.pidfile_path: str | None = None
-        self.backoff = 0.0             # respawn delay after crash loops
-        self.next_spawn_at = 0.0
-        self.stopping = False
+        self.signals = SignalInbox()
+        self.pool = WorkerPool(self)
+        self.reloads = Generations(self)
+        self.reexec = Reexec(self)
+        self.respawn = RespawnPolicy()
         self.notifier = Notifier()
+        # The control listener (metrics, readiness) will register its
+        # sockets here: fd -> what to call when it is readable.
+        self.readers: dict[int, Callable[[], None]] = {}
+        self.ready_announced = False
+        self.pidfile_path: str | None = None
+        self.stopping = False
+        self.title = "master"
         # Set when this master was re-executed by an older one (USR2).
         parent = os.environ.pop("FORKSERVE_PARENT_PID", "")
         self.parent_master = int(parent) if parent.isdigit() else 0
@@ -129,14 +96,23 @@ class Arbiter:
     def log(self):
         return error_log
 
+    @property
+    def generation(self) -> int:
+        """The generation of workers serving now."""
+        return self.reloads.current
+
+    @property
+    def workers(self) -> dict[int, WorkerRecord]:
+        return self.pool.workers
+
     # -- start -----------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.cfg
         self.log.info("Starting forkserve %s", _version())
         cfg.on_starting(self)
-        self._set_title()
-        self.init_signals()
+        self.set_title("master")
+        self.signals.install()
         inherited = inherited_fds()
         try:
             self.listeners = create_listeners(cfg.bind, cfg.backlog, cfg.reuse_port, inherited)
@@ -154,14 +130,15 @@ class Arbiter:
                 os.chown(lst.owned_path, uid, gid)
         self.write_pidfile()
         if cfg.preload_app:
-            self._preload_modules = frozenset(sys.modules)
+            self.reloads.keep_modules |= frozenset(sys.modules)
             self.app = self.load_app()
             self.log.info("Preloaded the app: %s", detect_kind(self.app))
 
-    def _set_title(self) -> None:
+    def set_title(self, title: str) -> None:
+        self.title = title
         try:
             from setproctitle import setproctitle
-            setproctitle(f"forkserve: {self.master_name} [{self.proc_name}]")
+            setproctitle(f"forkserve: {title} [{self.proc_name}]")
         except ImportError:  # pragma: no cover
             pass
 
@@ -192,22 +169,6 @@ class Arbiter:
         except OSError:
             pass
 
-    def init_signals(self) -> None:
-        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        for sig in _SIGNALS:
-            signal.signal(sig, self.queue_signal)
-        signal.signal(signal.SIGCHLD, self.handle_chld)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        signal.set_wakeup_fd(self.pipe_w, warn_on_full_buffer=False)
-
-    def queue_signal(self, sig: int, frame: Any) -> None:
-        """Queue the signal; the main loop handles it."""
-        if len(self.sig_queue) < 16:
-            self.sig_queue.append(sig)
-
-    def handle_chld(self, sig: int, frame: Any) -> None:
-        """Nothing to do here: the wake-up fd woke the loop, which reaps."""
-
     # -- the loop ----------------------------------------------------------
 
     def run(self) -> None:
@@ -216,19 +177,13 @@ class Arbiter:
             self.start()
             self.manage_workers()
             while True:
-                self.reap_workers()
-                if self.sig_queue:
-                    sig = self.sig_queue.pop(0)
-                    name = _SIGNALS[sig]
-                    self.log.info("Handling signal: %s", name)
-                    getattr(self, f"handle_{name}")()
-                    continue
+                self.handle_signals()
                 self.sleep()
                 self.notifier.tick()
                 self.reap_workers()
-                self.murder_workers()
-                self.recycle_workers()
-                self.check_reload()
+                self.pool.murder()
+                self.pool.recycle(self.generation)
+                self.reloads.check()
                 self.manage_workers()
                 self.check_ready()
         except StopIteration:
@@ -245,21 +200,31 @@ class Arbiter:
             self.remove_pidfile()
             sys.exit(1)
 
+    def handle_signals(self) -> None:
+        """Handle every pending signal, oldest first, reaping in between."""
+        while True:
+            self.reap_workers()
+            item = self.signals.pending.pop()
+            if item is None:
+                return
+            sig, count = item
+            name = NAMES[sig]
+            self.log.info("Handling signal: %s%s", name, f" (x{count})" if count > 1 else "")
+            getattr(self, f"handle_{name}")(count)
+
     def sleep(self) -> None:
-        """Wait for a signal or a second, whichever first; a twentieth of a
-        second while workers boot, so that a new generation takes over (and
-        readiness is announced) as soon as it is up."""
-        booting = self.reloading is not None or not self.ready_announced or any(
-            w.heartbeat.read()[0] is WorkerState.BOOTING for w in self.workers.values())
-        try:
-            ready, _, _ = select.select([self.pipe_r], [], [], 0.05 if booting else 1.0)
-            if ready:
-                while os.read(self.pipe_r, 4096):
-                    pass
-        except BlockingIOError:
-            pass
-        except InterruptedError:
-            pass
+        """Wait for a signal, a control socket, or the next tick."""
+        if self.signals.pending:
+            return
+        booting = (self.reloads.reloading is not None or not self.ready_announced
+                   or self.pool.any_booting())
+        timeout = _TICK_BOOTING if booting else _TICK
+        now = time.monotonic()
+        spawn_at = self.respawn.next_spawn_at(now)
+        if spawn_at > now:
+            timeout = min(timeout, spawn_at - now)
+        for fd in self.signals.wait(timeout, list(self.readers)):
+            self.readers[fd]()
 
     def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
         self.stop()
@@ -274,307 +239,145 @@ class Arbiter:
         sys.exit(exit_status)
 
     def stop(self, graceful: bool = True) -> None:
-        """Close the listeners, stop every worker, kill what overstays."""
+        """Close the listeners, stop every worker, kill what overstays.
+
+        An INT or QUIT that arrives during a graceful stop turns it into a
+        fast one.
+        """
         if not self.stopping:
             self.notifier.stopping()
         self.stopping = True
         # Keep the sockets open if a re-exec'd master is taking them over.
-        unlink = self.reexec_pid == 0
-        close_listeners(self.listeners, unlink=unlink)
+        close_listeners(self.listeners, unlink=self.reexec.pid == 0)
         self.listeners = []
-        sig = signal.SIGTERM if graceful else signal.SIGQUIT
+        self.pool.stop_all(signal.SIGTERM if graceful else signal.SIGQUIT)
         limit = time.monotonic() + self.cfg.graceful_timeout
-        for rec in list(self.workers.values()):
-            self.kill_worker(rec.pid, sig)
-            rec.expected_exit = True
-        while self.workers and time.monotonic() < limit:
+        while self.pool.workers and time.monotonic() < limit:
+            if graceful and (self.signals.pending.take(signal.SIGINT)
+                             + self.signals.pending.take(signal.SIGQUIT)):
+                self.log.info("Fast stop asked for during the graceful stop")
+                graceful = False
+                self.pool.stop_all(signal.SIGQUIT)
             self.reap_workers()
-            if self.workers:
-                time.sleep(0.05)
-        for pid in list(self.workers):
+            if self.pool.workers:
+                self.signals.wait(0.05)
+        for pid in list(self.pool.workers):
             self.log.warning("Worker (pid:%s) did not stop within graceful_timeout; killing", pid)
-            self.kill_worker(pid, signal.SIGKILL)
+            self.pool.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while self.workers and time.monotonic() < deadline:
+        while self.pool.workers and time.monotonic() < deadline:
             self.reap_workers()
-            time.sleep(0.02)
+            if self.pool.workers:
+                self.signals.wait(0.02)
 
     # -- signals -----------------------------------------------------------
 
-    def handle_hup(self) -> None:
+    def handle_hup(self, count: int = 1) -> None:
         self.log.info("Hang up: Master")
-        self.reload()
+        self.reloads.request()
 
-    def handle_term(self) -> None:
+    def handle_term(self, count: int = 1) -> None:
         raise StopIteration
 
-    def handle_int(self) -> None:
+    def handle_int(self, count: int = 1) -> None:
         self.stop(graceful=False)
         raise StopIteration
 
     handle_quit = handle_int
 
-    def handle_ttin(self) -> None:
-        self.num_workers += 1
+    def handle_ttin(self, count: int = 1) -> None:
+        old = self.num_workers
+        self.num_workers += count
         self.manage_workers()
-        self.cfg.nworkers_changed(self, self.num_workers, self.num_workers - 1)
+        self.cfg.nworkers_changed(self, self.num_workers, old)
 
-    def handle_ttou(self) -> None:
-        if self.num_workers <= 1:
+    def handle_ttou(self, count: int = 1) -> None:
+        old = self.num_workers
+        self.num_workers = max(1, self.num_workers - count)
+        if self.num_workers == old:
             return
-        self.num_workers -= 1
         self.manage_workers()
-        self.cfg.nworkers_changed(self, self.num_workers, self.num_workers + 1)
+        self.cfg.nworkers_changed(self, self.num_workers, old)
 
-    def handle_usr1(self) -> None:
+    def handle_usr1(self, count: int = 1) -> None:
         reopen_logs()
-        self.kill_workers(signal.SIGUSR1)
+        self.pool.kill_all(signal.SIGUSR1)
 
-    def handle_usr2(self) -> None:
-        self.reexec()
+    def handle_usr2(self, count: int = 1) -> None:
+        self.reexec.start()
 
-    def handle_winch(self) -> None:
+    def handle_winch(self, count: int = 1) -> None:
         if os.isatty(0):
             self.log.debug("SIGWINCH ignored: on a terminal (resize)")
             return
         self.log.info("Graceful stop of workers")
         old = self.num_workers
         self.num_workers = 0
-        self.stop_generation(lambda rec: True)
+        self.pool.retire_where(lambda rec: True)
         self.cfg.nworkers_changed(self, 0, old)
 
     # -- workers -----------------------------------------------------------
 
     def current_workers(self) -> list[WorkerRecord]:
-        return [w for w in self.workers.values()
-                if w.generation == self.generation and not w.stopping]
+        return self.pool.of_generation(self.generation)
 
     def manage_workers(self) -> None:
-        """Keep ``num_workers`` workers in the current generation."""
+        """Keep the serving generation at strength: start the missing
+        workers the respawn policy allows now, retire the surplus."""
         if self.stopping:
             return
         current = self.current_workers()
-        missing = self.num_workers - len(current)
+        missing = self.reloads.target(self.num_workers) - len(current)
         if missing > 0:
-            if time.monotonic() < self.next_spawn_at:
-                return
-            for _ in range(missing):
-                self.spawn_worker(self.generation)
+            for _ in range(self.respawn.spawn_now(time.monotonic(), missing, self.pool.live())):
+                self.pool.spawn(self.generation)
         elif missing < 0:
             # The oldest go first, as in gunicorn.
             for rec in sorted(current, key=lambda w: w.age)[:-missing]:
-                self.retire(rec)
-
-    def spawn_worker(self, generation: int) -> int:
-        self.worker_age += 1
-        heartbeat = Heartbeat()
-        cfg = self.cfg
-        now = time.monotonic()
-        rec = WorkerRecord(pid=0, age=self.worker_age, generation=generation,
-                           heartbeat=heartbeat, spawned_at=now)
-        if cfg.max_worker_memory:
-            rec.memory_limit = (cfg.max_worker_memory + random.randint(
-                0, cfg.max_worker_memory_jitter)) * 1024 * 1024
-        if cfg.max_worker_lifetime:
-            rec.retire_at = now + cfg.max_worker_lifetime + random.uniform(
-                0, cfg.max_worker_lifetime_jitter)
-        self.cfg.pre_fork(self, rec)
-        self._share_with_workers()
-        pid = os.fork()
-        if pid == 0:
-            # Child: never returns.
-            os.close(self.pipe_r)
-            os.close(self.pipe_w)
-            signal.set_wakeup_fd(-1)
-            for other in self.workers.values():
-                other.heartbeat.close()
-            self.workers = {}
-            run_worker(self, rec.age, self.listeners, self.cfg, heartbeat, self.app)
-        rec.pid = pid
-        self.workers[pid] = rec
-        self.log.debug("Spawned worker %s (generation %s)", pid, generation)
-        return pid
-
-    def _share_with_workers(self) -> None:
-        """Before a fork: import what the workers will run, and freeze the
-        heap, so that workers share the master's pages (copy-on-write)
-        instead of each building and dirtying its own copy.
-
-        The worker class comes from the config, or from the preloaded app;
-        in "auto" mode without --preload only the sync worker is known to be
-        light enough to import regardless (the ASGI one brings asyncio and
-        uvloop).  gc.freeze() moves every object to the permanent generation:
-        a worker's collector then never writes to their headers, which would
-        copy each page they sit on (see the gc module on fork without exec).
-        """
-        kind = self.cfg.worker_class
-        if self.app is not None:
-            kind = worker_kind(kind, self.app)
-        if kind not in self._shared_kinds:
-            before = frozenset(sys.modules)
-            worker_class("sync")
-            if kind == "asgi":
-                worker_class("asgi")
-                try:
-                    import uvloop  # noqa: F401
-                except ImportError:  # pragma: no cover - a declared dependency
-                    pass
-            self._shared_kinds.add(kind)
-            # A HUP with --preload forgets the app's modules; not these.
-            self._preload_modules |= frozenset(sys.modules) - before
-        gc.collect()
-        gc.freeze()
-
-    def retire(self, rec: WorkerRecord, sig: int = signal.SIGTERM) -> None:
-        """Ask a worker to drain and exit; SIGKILL after graceful_timeout."""
-        rec.stopping = True
-        rec.expected_exit = True
-        rec.kill_at = time.monotonic() + self.cfg.graceful_timeout
-        self.kill_worker(rec.pid, sig)
-
-    def stop_generation(self, which: Callable[[WorkerRecord], bool]) -> None:
-        for rec in list(self.workers.values()):
-            if not rec.stopping and which(rec):
-                self.retire(rec)
-
-    def kill_worker(self, pid: int, sig: int) -> None:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            self.reap_workers()
-
-    def kill_workers(self, sig: int) -> None:
-        for pid in list(self.workers):
-            self.kill_worker(pid, sig)
+                self.pool.retire(rec)
 
     def reap_workers(self) -> None:
-        """Collect exited workers; log how each died; act on boot failures."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            except InterruptedError:
-                continue
-            if pid == 0:
-                return
-            if pid == self.reexec_pid:
-                self.log.warning("Re-executed master %s exited (status %s)", pid, status)
-                self.reexec_pid = 0
-                self._set_title()
-                continue
-            rec = self.workers.pop(pid, None)
-            if rec is None:
-                continue
-            rec.heartbeat.close()
-            self._log_exit(rec, status)
-            try:
-                self.cfg.child_exit(self, rec)
-            except Exception:
-                self.log.exception("child_exit hook failed")
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_BOOT_ERROR:
-                self._boot_failed(rec)
-            elif not rec.expected_exit and not self.stopping:
-                self._crashed(rec)
+        for rec, how in self.pool.reap(self._other_child_exited):
+            self.worker_exited(rec, how)
 
-    def _log_exit(self, rec: WorkerRecord, status: int) -> None:
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            if sig == signal.SIGKILL and rec.aborted_at is None and not rec.expected_exit:
-                self.log.error("Worker (pid:%s) was sent SIGKILL! Perhaps out of memory?", rec.pid)
-            elif rec.expected_exit and sig in (signal.SIGTERM, signal.SIGKILL):
-                self.log.info("Worker (pid:%s) stopped by %s", rec.pid, name)
-            else:
-                self.log.error("Worker (pid:%s) was killed by %s", rec.pid, name)
-        else:
-            code = os.WEXITSTATUS(status)
-            if code == 0 and rec.expected_exit:
-                self.log.info("Worker exiting (pid: %s)", rec.pid)
-            elif code == 0:
-                self.log.info("Worker (pid:%s) exited", rec.pid)
-            elif code != EXIT_BOOT_ERROR:
-                self.log.error("Worker (pid:%s) exited with code %s", rec.pid, code)
+    def _other_child_exited(self, pid: int, status: int) -> None:
+        self.reexec.exited(pid, status)
 
-    def _boot_failed(self, rec: WorkerRecord) -> None:
-        if self.reloading is not None and rec.generation == self.reloading.generation:
-            self.abort_reload("a new worker failed to boot")
+    def worker_exited(self, rec: WorkerRecord, how: Exit) -> None:
+        """Decide what a worker's end means: nothing (asked for, or it
+        retired itself), a failed reload, a failed start, or a crash to
+        replace now or after a back-off."""
+        if self.stopping or how in (Exit.EXPECTED, Exit.LEFT):
             return
-        if rec.generation != self.generation or self.stopping:
+        reloading = self.reloads.reloading
+        if how in (Exit.BOOT_ERROR, Exit.BOOT_CRASH) and reloading is not None \
+                and rec.generation == reloading.generation:
+            self.reloads.abort("a new worker failed to boot")
             return
-        raise HaltServer("Worker failed to boot.", EXIT_BOOT_FAILED)
-
-    def _crashed(self, rec: WorkerRecord) -> None:
-        """Back off when workers keep dying soon after they start."""
         now = time.monotonic()
-        if now - rec.spawned_at < 10:
-            self.backoff = min(max(self.backoff * 2, 0.1), 10.0)
-            self.next_spawn_at = now + self.backoff
-            self.log.warning("Worker died %.1fs after start; next spawn in %.1fs",
-                             now - rec.spawned_at, self.backoff)
+        if how is Exit.BOOT_ERROR:
+            if rec.generation == self.generation:
+                raise HaltServer("Worker failed to boot.", EXIT_BOOT_FAILED)
+        elif how is Exit.BOOT_CRASH:
+            delay = self.respawn.boot_failed(now)
+            self.log.warning("Worker (pid:%s) died before it was ready; next spawn in %.1fs",
+                             rec.pid, delay)
+        elif self.respawn.serving_crashed(now):
+            self.log.warning("Workers keep crashing; replacing them one each %.1fs (at once "
+                             "while none is left)", SPACING)
         else:
-            self.backoff = 0.0
-
-    def murder_workers(self) -> None:
-        """Kill workers whose heartbeat stopped; SIGKILL those that ignore
-        SIGABRT or overstay a graceful stop."""
-        now = time.monotonic()
-        timeout = self.cfg.timeout
-        for rec in list(self.workers.values()):
-            if rec.kill_at is not None and now >= rec.kill_at:
-                self.log.warning("Worker (pid:%s) did not stop within graceful_timeout; killing",
-                                 rec.pid)
-                rec.kill_at = None
-                self.kill_worker(rec.pid, signal.SIGKILL)
-                continue
-            if rec.aborted_at is not None:
-                if now - rec.aborted_at > 2.0:
-                    self.kill_worker(rec.pid, signal.SIGKILL)
-                continue
-            if timeout <= 0:
-                continue
-            state, idle, _, line = rec.heartbeat.read()
-            if idle <= timeout:
-                continue
-            what = f"on {line.decode('latin-1')!r}" if line else (
-                "while booting" if state is WorkerState.BOOTING else "between requests")
-            self.log.critical("WORKER TIMEOUT (pid:%s) no progress for %.0fs %s",
-                              rec.pid, idle, what)
-            rec.aborted_at = now
-            rec.expected_exit = True
-            self.kill_worker(rec.pid, signal.SIGABRT)
-
-    def recycle_workers(self) -> None:
-        """Retire workers past max_worker_memory or max_worker_lifetime;
-        manage_workers starts their replacements while they drain."""
-        now = time.monotonic()
-        for rec in list(self.workers.values()):
-            if rec.stopping or rec.generation != self.generation:
-                continue
-            if rec.retire_at and now >= rec.retire_at:
-                self.log.info("Recycling worker (pid:%s): reached max_worker_lifetime (%.0fs)",
-                              rec.pid, now - rec.spawned_at)
-                self.retire(rec)
-                continue
-            if rec.memory_limit:
-                try:
-                    rss = psutil.Process(rec.pid).memory_info().rss
-                except psutil.Error:
-                    continue
-                if rss > rec.memory_limit:
-                    self.log.info("Recycling worker (pid:%s): RSS %.1f MiB is over "
-                                  "max_worker_memory (%.1f MiB)", rec.pid, rss / 1048576,
-                                  rec.memory_limit / 1048576)
-                    self.retire(rec)
+            self.log.info("Replacing worker (pid:%s) at once", rec.pid)
 
     def check_ready(self) -> None:
-        """Announce readiness once the first generation serves."""
-        if self.ready_announced or self.reloading is not None:
-            return
+        """Once a worker serves, booting works (no more back-off); announce
+        readiness once the first generation serves."""
         current = self.current_workers()
-        if current and all(w.heartbeat.read()[0] is WorkerState.READY for w in current):
+        if self.respawn.boot_backoff and self.pool.any_ready(current):
+            self.respawn.booted()
+        if self.ready_announced or self.reloads.reloading is not None:
+            return
+        if current and self.pool.all_ready(current):
             self.ready_announced = True
-            self.backoff = 0.0
             self.cfg.when_ready(self)
             self.log.info("Ready: %s worker(s) serving", len(current))
             if self.parent_master:
@@ -583,134 +386,10 @@ class Arbiter:
                 self.notifier.mainpid(self.pid)
             self.notifier.ready(self.status_line())
 
-    # -- reload ------------------------------------------------------------
-
     def status_line(self) -> str:
         """STATUS= for systemd: workers and requests served."""
-        served = sum(w.heartbeat.read()[2] for w in self.workers.values())
         return (f"{len(self.current_workers())} workers, generation {self.generation}, "
-                f"{served} requests served by the current workers")
-
-    def reload(self) -> None:
-        if self.reloading is not None:
-            self.log.warning("Reload already in progress; HUP ignored")
-            return
-        self.notifier.reloading()
-        old_bind = self.cfg.bind
-        if self.reload_config is not None:
-            try:
-                cfg = self.reload_config()
-            except Exception as exc:
-                self.log.error("Reload failed, keeping the running config: %s", exc)
-                self.notifier.ready(self.status_line() + "; last reload failed")
-                return
-            self.cfg = cfg
-            setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
-            if cfg.bind != old_bind:
-                self.log.warning("bind changed; new addresses need a restart or USR2 "
-                                 "(still listening on %s)", ", ".join(map(str, self.listeners)))
-        self.cfg.on_reload(self)
-        if self.cfg.preload_app:
-            try:
-                self.app = self._reload_preloaded_app()
-            except Exception as exc:
-                self.log.error("Reload failed, the app did not load: %s", exc)
-                self.notifier.ready(self.status_line() + "; last reload failed")
-                return
-        self.num_workers = self.cfg.workers
-        # The new generation is pending until all of it is READY;
-        # manage_workers keeps the old one at strength meanwhile.
-        gen = max(self.generation, max((w.generation for w in self.workers.values()), default=0)) + 1
-        boot_limit = max(60.0, 2 * self.cfg.timeout)
-        self.reloading = Reload(gen, time.monotonic() + boot_limit)
-        for _ in range(self.num_workers):
-            self.spawn_worker(gen)
-
-    def _reload_preloaded_app(self) -> Any:
-        # Let the old app's cycles be collected (frozen before each fork).
-        gc.unfreeze()
-        # Forget the modules the app brought in so that they import afresh.
-        for name in list(sys.modules):
-            if name in self._preload_modules:
-                continue
-            del sys.modules[name]
-        return load_app(self.cfg.wsgi_app, self.cfg.chdir, self.cfg.pythonpath)
-
-    _preload_modules: frozenset[str] = frozenset()
-
-    def check_reload(self) -> None:
-        r = self.reloading
-        if r is None:
-            return
-        new = [w for w in self.workers.values() if w.generation == r.generation and not w.stopping]
-        if time.monotonic() > r.deadline:
-            self.abort_reload("the new workers were not ready in time")
-            return
-        if len(new) < self.num_workers:
-            # A new worker died (not a boot failure): replace it.
-            self.spawn_worker(r.generation)
-            return
-        if not all(w.heartbeat.read()[0] is WorkerState.READY for w in new):
-            return
-        self.reloading = None
-        self.generation = r.generation
-        self.stop_generation(lambda rec: rec.generation != r.generation)
-        self.log.info("Reload complete in %.2fs: %s new worker(s) serving",
-                      time.monotonic() - r.started, len(new))
-        self.notifier.ready(self.status_line())
-
-    def abort_reload(self, why: str) -> None:
-        r = self.reloading
-        assert r is not None
-        self.reloading = None
-        self.log.error("Reload failed (%s); the old workers keep serving", why)
-        self.notifier.ready(self.status_line() + "; last reload failed")
-        self.stop_generation(lambda rec: rec.generation == r.generation)
-
-    # -- USR2 --------------------------------------------------------------
-
-    def reexec(self) -> None:
-        """Start a new master from the current executable, with our sockets."""
-        if self.reexec_pid:
-            self.log.warning("USR2 ignored: a re-executed master (%s) is running", self.reexec_pid)
-            return
-        if self.pidfile_path:
-            try:
-                os.replace(self.pidfile_path, self.pidfile_path + ".oldbin")
-                self.pidfile_path += ".oldbin"
-            except OSError as exc:
-                self.log.error("Cannot rename the pidfile: %s", exc)
-        try:
-            self.cfg.pre_exec(self)
-        except Exception:
-            self.log.exception("pre_exec hook failed")
-        fds = [lst.fileno() for lst in self.listeners]
-        pid = os.fork()
-        if pid:
-            self.reexec_pid = pid
-            self.master_name = "old master"
-            self._set_title()
-            return
-        # Child: becomes the new master.
-        env = dict(os.environ)
-        env["FORKSERVE_FDS"] = ",".join(map(str, fds))
-        env["FORKSERVE_PARENT_PID"] = str(self.pid)
-        for fd in fds:
-            os.set_inheritable(fd, True)
-        signal.set_wakeup_fd(-1)
-        for sig in list(_SIGNALS) + [signal.SIGCHLD]:
-            signal.signal(sig, signal.SIG_DFL)
-        argv0 = sys.argv[0]
-        if argv0.endswith("__main__.py") or not os.path.exists(argv0):
-            args = [sys.executable, "-m", "forkserve"] + sys.argv[1:]
-        else:
-            args = [sys.executable, argv0] + sys.argv[1:]
-        try:
-            os.chdir(START_CWD)
-            os.execve(sys.executable, args, env)
-        except OSError as exc:
-            self.log.error("Re-exec failed: %s", exc)
-            os._exit(1)
+                f"{self.pool.requests_served()} requests served by the current workers")
 
 
 def _ids(user: int | str | None, group: int | str | None) -> tuple[int, int]:

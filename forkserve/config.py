@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from .sockets import parse_address
+from .workers import registry as worker_registry
 
 __all__ = ["ConfigError", "Setting", "SETTINGS", "HOOKS", "Config", "load_config_file"]
 
@@ -231,11 +232,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Number of worker processes.",
             ("-w", "--workers"), "INT"),
     Setting("worker_class", "workers",
-            choice("auto", "sync", "asgi", aliases={
-                "gthread": "sync",
-                "uvicorn.workers.UvicornWorker": "asgi",
-                "uvicorn_worker.UvicornWorker": "asgi",
-            }), "auto",
+            choice(worker_registry.AUTO, *worker_registry.KINDS,
+                   aliases=worker_registry.ALIASES), worker_registry.AUTO,
             "sync (WSGI), asgi (ASGI on uvloop) or auto (detected from the app). "
             "gunicorn's gthread and UvicornWorker names are accepted.",
             ("-k", "--worker-class"), "CLASS"),

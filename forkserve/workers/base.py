@@ -8,25 +8,33 @@ Signals: TERM drains gracefully; INT and QUIT exit at once; ABRT is the
 arbiter's timeout kill; USR1 reopens logs.  TERM and USR1 only set a flag
 and wake the serving loop.  INT, QUIT and ABRT must interrupt whatever the
 app is doing, so their handlers raise SystemExit: that exception is the one
-thing they do, and the normal unwinding does the rest.
+thing they do, and the normal unwinding does the rest.  Until the worker is
+READY there is nothing to drain, so TERM exits at once too.
+
+No signal is lost at birth: the master forks with its signals blocked, and
+the child unblocks them only once its own handlers are in place, so a TERM
+sent while it is still starting waits for those handlers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import random
 import signal
 import sys
+import time
 import traceback
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
-from ..app import AppLoadError, detect_kind, load_app
+from ..app import AppLoadError, load_app
 from ..config import Config
 from ..heartbeat import Heartbeat, WorkerState
 from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
+from .registry import worker_class, worker_kind
 
 __all__ = ["Worker", "EXIT_BOOT_ERROR", "run_worker"]
 
@@ -37,11 +45,27 @@ EXIT_BOOT_ERROR = 3
 
 _IGNORED = (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)
 
+# How often, at most, a worker with max_worker_memory reads its RSS: a read
+# of /proc/self/statm costs about 2 us, so this bounds the cost at 0.2 %
+# however fast requests come, and still checks after every request that
+# allocates enough to matter (touching 10 MB alone takes longer).
+_MEMORY_CHECK_INTERVAL = 0.001
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
 
 class Worker:
     """A worker process; subclasses implement :meth:`serve`."""
 
     kind = "none"
+    #: Modules the master imports before forking workers of this class, in
+    #: addition to the class's own, so that workers share them
+    #: (copy-on-write) instead of each importing a private copy.
+    shared_modules: ClassVar[tuple[str, ...]] = ()
+
+    # max_worker_memory, in bytes (0: none), once watch_memory() set it.
+    memory_limit = 0
+    _memory_next_check = 0.0
+    _statm = -1
 
     def __init__(self, age: int, ppid: int, listeners: list[Listener], cfg: Config,
                  heartbeat: Heartbeat, app: Any = None) -> None:
@@ -65,23 +89,40 @@ class Worker:
 
     # -- signals ---------------------------------------------------------
 
-    def init_signals(self) -> None:
+    def init_boot_signals(self) -> None:
+        """Handlers while booting (app import, post_fork): TERM, INT and
+        QUIT exit at once, since there is nothing to drain yet."""
+        self._ignore_and_default()
+        signal.signal(signal.SIGTERM, self.handle_exit_booting)
+        signal.signal(signal.SIGINT, self.handle_quit)
+        signal.signal(signal.SIGQUIT, self.handle_quit)
+        signal.signal(signal.SIGABRT, self.handle_abort)
+        signal.signal(signal.SIGUSR1, self.handle_usr1)
+
+    def _ignore_and_default(self) -> None:
         for sig in _IGNORED:
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # A client hanging up mid-write is an EPIPE error, not a signal.
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def init_signals(self) -> None:
+        """Handlers from the worker's construction on: TERM drains."""
+        self._ignore_and_default()
         signal.signal(signal.SIGTERM, self.handle_exit)
         signal.signal(signal.SIGINT, self.handle_quit)
         signal.signal(signal.SIGQUIT, self.handle_quit)
         signal.signal(signal.SIGABRT, self.handle_abort)
         signal.signal(signal.SIGUSR1, self.handle_usr1)
-        # A client hanging up mid-write is an EPIPE error, not a signal.
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         # Interrupted syscalls are retried (PEP 475); TERM must not abort an
         # in-flight request, only stop the loop from taking new ones.
         signal.siginterrupt(signal.SIGTERM, False)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.alive = False
+
+    def handle_exit_booting(self, sig: int, frame: Any) -> NoReturn:
+        raise SystemExit(0)
 
     def handle_usr1(self, sig: int, frame: Any) -> None:
         self.reopen_requested = True
@@ -102,14 +143,65 @@ class Worker:
         if self.reopen_requested:
             self.reopen_requested = False
             reopen_logs()
-        if os.getppid() != self.ppid:
-            if self.alive:
-                self.log.warning("Master %s is gone; worker %s exiting", self.ppid, self.pid)
-            self.alive = False
+        if os.getppid() != self.ppid and self.alive:
+            self.retire(f"Master {self.ppid} is gone; worker {self.pid} exiting", logging.WARNING)
         self.heartbeat.set_requests(self.nr)
         if self.nr >= self.max_requests and self.alive:
-            self.log.info("Autorestarting worker %s after %s requests", self.pid, self.nr)
-            self.alive = False
+            self.retire(f"Autorestarting worker {self.pid} after {self.nr} requests")
+
+    def retire(self, why: str, level: int = logging.INFO) -> None:
+        """Stop taking new work, finish what is in flight and exit, for a
+        reason of the worker's own (a limit reached, the master gone).
+
+        It is a drain like the one TERM asks for, and it is started the same
+        way: ``alive`` goes False, and the worker sends itself TERM, which
+        wakes its serving loop at once whatever kind it is (the sync loop
+        through its wake-up fd, the ASGI loop through its signal handler);
+        without the signal the ASGI loop would notice only at its next tick.
+        The master sees the heartbeat go STOPPING and starts a replacement.
+        """
+        if not self.alive:
+            return
+        self.log.log(level, "%s", why)
+        self.alive = False
+        signal.raise_signal(signal.SIGTERM)
+
+    def watch_memory(self, limit: int) -> None:
+        """Retire once RSS is over ``limit`` bytes: :meth:`check_memory`
+        after each request.
+
+        Only a worker with a limit pays for the check: its ``request_done``
+        is wrapped here, so the request path of every other worker is
+        unchanged.  Where /proc is missing, the master's sampling (about
+        once a second) is the only check.
+        """
+        try:
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        self.memory_limit = limit
+        done = self.request_done
+
+        def request_done() -> None:
+            done()
+            self.check_memory()
+
+        self.request_done = request_done  # type: ignore[method-assign]
+
+    def check_memory(self) -> None:
+        """Retire if RSS is over ``memory_limit`` (read at most once a
+        millisecond)."""
+        now = time.monotonic()
+        if now < self._memory_next_check or not self.alive:
+            return
+        self._memory_next_check = now + _MEMORY_CHECK_INTERVAL
+        try:
+            rss = int(os.pread(self._statm, 64, 0).split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            return
+        if rss > self.memory_limit:
+            self.retire(f"Recycling worker {self.pid}: RSS {rss / 1048576:.1f} MiB is over "
+                        f"max_worker_memory ({self.memory_limit / 1048576:.1f} MiB)")
 
     def request_done(self) -> None:
         # The count reaches the master's status line through maintenance():
@@ -225,32 +317,20 @@ def _drop_privileges(cfg: Config) -> None:
         os.setuid(pw.pw_uid)
 
 
-def worker_kind(setting: str, app: Any) -> str:
-    """The worker kind for the ``worker_class`` setting: ``"auto"`` asks the
-    app (ASGI, else sync); any other setting is taken as it is."""
-    if setting == "auto":
-        return "asgi" if detect_kind(app) == "asgi" else "sync"
-    return setting
-
-
-def worker_class(kind: str) -> type[Worker]:
-    """The concrete worker class for ``"wsgi"``/``"sync"`` or ``"asgi"``."""
-    if kind in ("sync", "wsgi"):
-        from .sync import SyncWorker
-        return SyncWorker
-    if kind == "asgi":
-        from .asgi import ASGIWorker
-        return ASGIWorker
-    raise ValueError(kind)
-
-
 def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
-               heartbeat: Heartbeat, app: Any) -> NoReturn:
-    """Child-side entry point after fork; never returns."""
+               heartbeat: Heartbeat, app: Any, memory_limit: int = 0) -> NoReturn:
+    """Child-side entry point after fork; never returns.
+
+    The master forked with its signals blocked (see the module docstring):
+    they are unblocked here once this process's own handlers are in place.
+    ``memory_limit`` is max_worker_memory in bytes, jitter included (0:
+    none).
+    """
     code = 0
     pre = current = Worker(age, server.pid, listeners, cfg, heartbeat, app)
     try:
-        pre.init_signals()
+        pre.init_boot_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         tune_malloc()
         try:
             from setproctitle import setproctitle
@@ -273,7 +353,10 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         kind = worker_kind(cfg.worker_class, app)
         cls = worker_class(kind)
         worker = current = cls(age, server.pid, listeners, cfg, heartbeat, app)
+        worker.reopen_requested = pre.reopen_requested
         worker.init_signals()
+        if memory_limit:
+            worker.watch_memory(memory_limit)
         worker.log.info("Booting worker with pid %s (%s%s)", worker.pid, kind,
                         ", detected" if cfg.worker_class == "auto" else "")
         code = worker.run()
@@ -292,4 +375,3 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
             sys.stderr.flush()
         finally:
             os._exit(code)
-

@@ -1,0 +1,62 @@
+"""Worker kinds by name: the one table the master and the config consult.
+
+Each kind names its class by dotted path and is imported only when it is
+used, so that nothing here (nor ``config.py``, which takes its accepted
+names from this table) pulls in a worker module, and no worker module needs
+to know about any other.  A class says itself which further modules the
+master should import before forking (``Worker.shared_modules``); the master
+knows no worker internals.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ..app import detect_kind
+
+if TYPE_CHECKING:
+    from .base import Worker
+
+__all__ = ["KINDS", "ALIASES", "worker_kind", "worker_class", "modules_to_share"]
+
+#: Worker kind -> "module:Class".
+KINDS: dict[str, str] = {
+    "sync": "forkserve.workers.sync:SyncWorker",
+    "asgi": "forkserve.workers.asgi:ASGIWorker",
+}
+
+#: gunicorn's and uvicorn's names, also accepted for ``worker_class``.
+ALIASES: dict[str, str] = {
+    "gthread": "sync",
+    "uvicorn.workers.UvicornWorker": "asgi",
+    "uvicorn_worker.UvicornWorker": "asgi",
+}
+
+#: The setting that picks the kind from the app at fork time.
+AUTO = "auto"
+
+
+def worker_kind(setting: str, app: Any) -> str:
+    """The worker kind for the ``worker_class`` setting: ``"auto"`` asks the
+    app (ASGI, else sync); an alias gives the kind it stands for."""
+    if setting == AUTO:
+        return "asgi" if detect_kind(app) == "asgi" else "sync"
+    return ALIASES.get(setting, setting)
+
+
+def worker_class(kind: str) -> type[Worker]:
+    """The class of a worker kind (or alias), imported on first use."""
+    path = KINDS.get(ALIASES.get(kind, kind))
+    if path is None:
+        raise ValueError(f"unknown worker kind {kind!r}; one of {', '.join(KINDS)}")
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def modules_to_share(kind: str) -> tuple[str, ...]:
+    """What the master imports before forking workers of ``kind``: the
+    class's own module (importing the class does that) and the modules the
+    class names in ``shared_modules``."""
+    cls = worker_class(kind)
+    return (cls.__module__, *cls.shared_modules)
