@@ -189,11 +189,14 @@ _TOKEN_LIST_EMPTY_OK = re.compile(
     rb"[ \t]*(?:[" + _TCHAR + rb"]+)?(?:[ \t]*,[ \t]*(?:[" + _TCHAR + rb"]+)?)*[ \t]*"
 )
 _MAX_EMPTY_LINES = 8
+# chunk-size [chunk-ext] (RFC 9112 7.1, 7.1.1).  Whitespace is BWS, allowed
+# only before a ';' and around an '=': never at the end of the line.  A
+# parser that took "5 " (or "0 ") as a size while a proxy refused it, or read
+# it another way, would frame the body differently.
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]+)"
     rb"((?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+"
     rb"(?:[ \t]*=[ \t]*(?:[" + _TCHAR + rb"]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)"
-    rb"[ \t]*"
 )
 _HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"

@@ -110,6 +110,11 @@ BAD = [
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"x\r\nhello\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 ;\r\nhello\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
+    # whitespace at the end of a chunk line (RFC 9112 7.1): a smuggling surface
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\t\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0 \r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b \r\nhello\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5" + b";a=b" * 300 + b"\r\n", 400),
     # trailers
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n", 400),
@@ -153,6 +158,21 @@ def test_limits(field, limit, status):
     for _, pieces in deliveries(data):
         events, _ = run(pieces, limits)
         assert isinstance(events[-1], HTTPError) and events[-1].status == status
+
+
+def test_chunk_extension_bws_is_accepted_but_no_trailing_whitespace():
+    # BWS before ';' and around '=' must be parsed (RFC 9112 7.1.1, RFC 9110
+    # 5.6.3); nothing else may be whitespace on a chunk line.
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    good = head + b"5 \t; a = b ;c\r\nhello\r\n0 ;x=\"y\"\r\n\r\n"
+    for _, pieces in deliveries(good):
+        events, _ = run(pieces)
+        assert b"".join(e for e in events if isinstance(e, bytes)) == b"hello"
+        assert isinstance(events[-1], EndOfMessage), events
+    for line in (b"5 ", b"5\t", b"5 ;a ", b"5;a= b\t", b"5;a=\"b\"\t", b"0 "):
+        bad = head + line + b"\r\nhello\r\n0\r\n\r\n"
+        events, _ = run([bad])
+        assert isinstance(events[-1], HTTPError) and events[-1].status == 400, line
 
 
 def test_request_line_limit_without_any_crlf():
