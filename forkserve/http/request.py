@@ -48,7 +48,13 @@ class HTTPError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Size bounds for one request; gunicorn's names and defaults."""
+    """Size bounds for one request; gunicorn's names, defaults and counts.
+
+    ``request_line`` counts the request line without its CRLF;
+    ``field_size`` counts a whole field line as sent (name, colon,
+    whitespace and value) plus its CRLF, as gunicorn does, so one setting
+    refuses the same requests under either server.
+    """
 
     request_line: int = 4094
     fields: int = 100
@@ -506,6 +512,7 @@ class RequestReader:
                 raise self._fail(431, "too many header fields")
             lines = block.split(b"\r\n")
             lines.pop()  # after the last CRLF
+            # A line as sent, plus its CRLF, within field_size (see Limits).
             field_size = limits.field_size - 2
             special = _SPECIAL_FIELDS.get
             known = _field_names.get
@@ -518,12 +525,12 @@ class RequestReader:
                     lname = name.lower()
                     if len(_field_names) < 512:
                         _field_names[name] = lname
+                if len(line) > field_size:
+                    raise self._fail(431, "header field too large")
                 # Only HTAB, SP, visible and obs-text bytes are left (checked
                 # above), so trimming the optional whitespace leaves
                 # field-content.
                 value = value.strip(b" \t")
-                if len(lname) + len(value) > field_size:
-                    raise self._fail(431, "header field too large")
                 headers.append((lname, value))
                 kind = special(lname)
                 if kind is None:
@@ -808,7 +815,7 @@ class RequestReader:
                 if name in _FORBIDDEN_TRAILERS:
                     raise self._fail(400, "forbidden trailer field")
                 self._trailer_bytes += len(line)
-                if (len(line) - 2 > limits.field_size
+                if (len(line) > limits.field_size
                         or self._trailer_bytes > limits.trailer_size):
                     raise self._fail(431, "trailer section too large")
                 self._trailers.append((name, m.group(2)))

@@ -160,6 +160,68 @@ def test_limits(field, limit, status):
         assert isinstance(events[-1], HTTPError) and events[-1].status == status
 
 
+def _field_line(count: int, ows: bytes = b" ") -> bytes:
+    """A field line whose size, counted as gunicorn does (the line as sent,
+    name, colon and whitespace included, plus its CRLF), is ``count``."""
+    fill = count - 2 - len(b"X-Big:") - 2 * len(ows)
+    return b"X-Big:" + ows + b"v" * fill + ows
+
+
+@pytest.mark.parametrize("ows", [b" ", b"", b" \t  "])
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+def test_field_size_counts_the_line_as_sent_plus_crlf(delta, refused, ows):
+    limit = 200
+    line = _field_line(limit + delta, ows)
+    assert len(line) + 2 == limit + delta
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n" + line + b"\r\n\r\n"
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, Limits(field_size=limit))
+        if refused:
+            assert isinstance(events[-1], HTTPError) and events[-1].status == 431, events
+        else:
+            assert isinstance(events[0], Request), events
+            assert events[0].headers[-1] == (b"x-big", line[6:].strip(b" \t"))
+
+
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+def test_trailer_field_size_counts_like_a_header(delta, refused):
+    limit = 200
+    data = (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+            + _field_line(limit + delta) + b"\r\n\r\n")
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, Limits(field_size=limit))
+        if refused:
+            assert isinstance(events[-1], HTTPError) and events[-1].status == 431, events
+        else:
+            assert isinstance(events[-1], EndOfMessage) and len(events[-1].trailers) == 1
+
+
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+@pytest.mark.parametrize("lead", [b"", b"\r\n"])
+def test_request_line_limit_counts_the_line_without_crlf(delta, refused, lead):
+    limit = 100
+    line = b"GET /" + b"a" * (limit + delta - 14) + b" HTTP/1.1"
+    assert len(line) == limit + delta
+    data = lead + line + b"\r\nHost: a\r\n\r\n"
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, Limits(request_line=limit))
+        if refused:
+            assert isinstance(events[-1], HTTPError) and events[-1].status == 414, events
+        else:
+            assert isinstance(events[0], Request), events
+
+
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+def test_field_count_limit(delta, refused):
+    limit = 10
+    fields = b"Host: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(limit + delta - 1))
+    events, _ = run([b"GET / HTTP/1.1\r\n" + fields + b"\r\n"], Limits(fields=limit))
+    if refused:
+        assert isinstance(events[-1], HTTPError) and events[-1].status == 431, events
+    else:
+        assert isinstance(events[0], Request) and len(events[0].headers) == limit + delta
+
+
 def test_chunk_extension_bws_is_accepted_but_no_trailing_whitespace():
     # BWS before ';' and around '=' must be parsed (RFC 9112 7.1.1, RFC 9110
     # 5.6.3); nothing else may be whitespace on a chunk line.
