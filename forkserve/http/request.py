@@ -269,6 +269,20 @@ def _bare_line_end(buf: bytes | bytearray, start: int) -> bool:
     return _BAD_LINE_END.search(buf, start, end) is not None
 
 
+def _bare_line_end_before(buf: bytes | bytearray, n: int) -> bool:
+    """True if a bare LF or CR in ``buf`` shows before its byte ``n`` came:
+    an LF at an index below ``n``, or a CR below ``n - 1`` with no LF
+    after it.
+
+    A limit is exceeded when byte ``n`` arrives, so when bytes come one
+    at a time a bare line end that shows earlier is refused first (400).
+    Refusing a whole buffer the same way keeps the answer the same
+    however the bytes were split across reads.
+    """
+    m = _BAD_LINE_END.search(buf, 0, n)
+    return m is not None and not (m.start() == n - 1 and buf[m.start()] == 13)
+
+
 _valid_hosts: dict[bytes, bool] = {}
 
 
@@ -433,9 +447,9 @@ class RequestReader:
         limits = self.limits
         line_end = buf.find(b"\r\n")
         if line_end > limits.request_line:
-            raise self._fail(414, "request line too long")
+            raise self._too_large(414, "request line too long", limits.request_line + 1)
         if end + 4 > limits.head:
-            raise self._fail(431, "request head too large")
+            raise self._too_large(431, "request head too large", limits.head)
         if end + 4 == len(buf):
             # The usual case, one head per read: no copy.
             head = buf if type(buf) is bytes else bytes(buf)
@@ -458,11 +472,11 @@ class RequestReader:
         line_end = buf.find(b"\r\n")
         if line_end < 0:
             if len(buf) > limits.request_line + 1:
-                raise self._fail(414, "request line too long")
+                raise self._too_large(414, "request line too long", limits.request_line + 1)
         elif line_end > limits.request_line:
-            raise self._fail(414, "request line too long")
+            raise self._too_large(414, "request line too long", limits.request_line + 1)
         elif len(buf) > limits.head:
-            raise self._fail(431, "request head too large")
+            raise self._too_large(431, "request head too large", limits.head)
         # A bare LF or CR would leave us waiting for a CRLFCRLF that never
         # comes; refuse it as soon as it is seen.
         if _bare_line_end(buf, self._scanned):
@@ -476,6 +490,13 @@ class RequestReader:
             raise self._fail(400, "connection closed inside request head")
         return NEED_DATA
 
+    def _too_large(self, status: int, reason: str, at: int) -> HTTPError:
+        """Fail for a limit exceeded at byte ``at`` of the buffer, unless a
+        bare line end showed before it (see _bare_line_end_before)."""
+        if _bare_line_end_before(self._buf, at):
+            return self._fail(400, "line not terminated by CRLF")
+        return self._fail(status, reason)
+
     def _parse_head(self, head: bytes, line_end: int, block_end: int) -> None:
         """Validate and frame one head; ``head[line_end:block_end]`` is the
         header block with its leading CRLF, ``block_end`` the final CRLF."""
@@ -484,15 +505,11 @@ class RequestReader:
         if m is None:
             raise self._fail(400, "malformed request line")
         method, target, version = m.groups()
-        version = _VERSIONS.get(version)
-        if version is None:
-            raise self._fail(505, "HTTP version not supported")
 
         req = Request()
         req.raw_line = head[:line_end]
         req.method = method
         req.target = target
-        req.http_version = version
         req.scheme = None
         headers = req.headers = []
         host = None
@@ -512,6 +529,16 @@ class RequestReader:
                 raise self._fail(431, "too many header fields")
             lines = block.split(b"\r\n")
             lines.pop()  # after the last CRLF
+        else:
+            lines = ()
+        # After the block's bare CR and LF checks: split byte by byte, a
+        # bare line end is refused before the head is complete, so it must
+        # win over any status the complete head would get.
+        version = _VERSIONS.get(version)
+        if version is None:
+            raise self._fail(505, "HTTP version not supported")
+        req.http_version = version
+        if lines:
             # A line as sent, plus its CRLF, within field_size (see Limits).
             field_size = limits.field_size - 2
             special = _SPECIAL_FIELDS.get
@@ -793,9 +820,12 @@ class RequestReader:
                 state = self._state = _State.CHUNK_SIZE
             elif state is _State.TRAILERS:
                 i = buf.find(b"\r\n")
-                if i < 0:
+                if i < 0 or i >= limits.field_size:
                     if len(buf) > limits.field_size:
-                        raise self._fail(431, "trailer field too large")
+                        # Too large before its end, as it would be found
+                        # byte by byte, whether its end is here or not.
+                        raise self._too_large(431, "trailer field too large",
+                                              limits.field_size)
                     if _bare_line_end(buf, 0):
                         raise self._fail(400, "trailer not terminated by CRLF")
                     return self._need()

@@ -237,6 +237,36 @@ def test_chunk_extension_bws_is_accepted_but_no_trailing_whitespace():
         assert isinstance(events[-1], HTTPError) and events[-1].status == 400, line
 
 
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+SPLIT_INVARIANT = [
+    # A bare CR or LF seen before a limit is exceeded is refused as such
+    # (400) however the bytes are split; found by test_reader_properties.
+    (b"\x00" * 47 + b"\r\x00\x00", Limits(request_line=48), 400),
+    (b"GET / HTTP/1.1GET / HTTP/1.1\rGET / HTTP/1.1GET / HTTP/1.1", Limits(request_line=48), 400),
+    (b"GET /" + b"a" * 60 + b"\nb HTTP/1.1\r\n\r\n", Limits(request_line=48), 414),
+    (b"GET / HTTP/1.1\nHost: a\r\nX: " + b"b" * 100 + b"\r\n\r\n", Limits(head=100), 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"b" * 100 + b"\nb\r\n\r\n", Limits(head=100), 431),
+    # ... and wins over the version check of the complete head.
+    (b"GET / HTTP/2.0\r\nHost: a\r\nX: a\rb\r\n\r\n", Limits(), 400),
+    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Limits(), 505),
+    # A trailer line over field_size is refused before its end is read,
+    # whatever the line turns out to be.
+    (CHUNKED_HEAD + b"0\r\nHost: " + b"h" * 60 + b"\r\n\r\n", Limits(field_size=40), 431),
+    (CHUNKED_HEAD + b"0\r\nX: " + b"\x01" * 60 + b"\r\n\r\n", Limits(field_size=40), 431),
+    (CHUNKED_HEAD + b"0\r\nX: a\rb" + b"c" * 60 + b"\r\n\r\n", Limits(field_size=40), 400),
+    (CHUNKED_HEAD + b"0\r\nHost: h\r\n\r\n", Limits(field_size=40), 400),
+]
+
+
+@pytest.mark.parametrize("data, limits, status", SPLIT_INVARIANT,
+                         ids=[repr(d[-30:]) for d, _, _ in SPLIT_INVARIANT])
+def test_the_status_does_not_depend_on_how_bytes_are_split(data, limits, status):
+    for how, pieces in deliveries(data):
+        events, _ = run(pieces, limits, eof=True)
+        assert isinstance(events[-1], HTTPError), (how, events)
+        assert events[-1].status == status, (how, events[-1])
+
+
 def test_request_line_limit_without_any_crlf():
     events, _ = run([b"GET /" + b"a" * 5000], Limits())
     assert events[-1].status == 414
