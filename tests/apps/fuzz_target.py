@@ -2,8 +2,9 @@
 gunicorn): they read the whole request body and, like Django and Flask,
 catch an error while reading it and answer 400 themselves.
 
-``wsgi`` and ``asgi`` answer ``200 ok <method> <path> <body length>``; the
-ASGI app also echoes WebSocket messages on any path.
+``wsgi`` and ``asgi`` answer ``200 ok <method> <raw path> <body length>``,
+so a fuzzer can tell which request was served; the ASGI app also echoes
+WebSocket messages on any path.
 """
 
 _BAD = b"bad request body"
@@ -18,8 +19,8 @@ def wsgi(environ, start_response):
         start_response("400 Bad Request", [("Content-Type", "text/plain"),
                                            ("Content-Length", str(len(_BAD)))])
         return [_BAD]
-    out = ("ok %s %s " % (environ["REQUEST_METHOD"], environ["PATH_INFO"])).encode("latin-1")
-    out += b"%d" % len(body)
+    raw_path = environ["RAW_URI"].partition("?")[0]
+    out = ("ok %s %s %d" % (environ["REQUEST_METHOD"], raw_path, len(body))).encode("latin-1")
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
     return [out]
 
@@ -46,7 +47,7 @@ async def asgi(scope, receive, send):
         size += len(msg.get("body", b""))
         if not msg.get("more_body", False):
             break
-    out = ("ok %s %s %d" % (scope["method"], scope["path"], size)).encode("latin-1")
+    out = b"ok %s %s %d" % (scope["method"].encode("latin-1"), scope["raw_path"], size)
     await _respond(send, 200, out)
 
 
