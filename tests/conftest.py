@@ -35,7 +35,7 @@ ROOT = Path(__file__).parent.parent
 # (pytest --hypothesis-profile=deep), with fresh random examples each time.
 # No example database either way: a failure prints its reproduce blob.
 settings.register_profile(
-    "ci", max_examples=150, derandomize=True, deadline=None, database=None,
+    "ci", max_examples=400, derandomize=True, deadline=None, database=None,
     print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "deep", max_examples=20000, derandomize=False, deadline=None, database=None,
