@@ -25,9 +25,23 @@ from typing import Iterator
 
 import psutil
 import pytest
+from hypothesis import HealthCheck, settings
 
 APPS = Path(__file__).parent / "apps"
 ROOT = Path(__file__).parent.parent
+
+# Property-based tests: "ci" (the default) is derandomized, so every run
+# tries the same examples and a failure reproduces; "deep" is for long runs
+# (pytest --hypothesis-profile=deep), with fresh random examples each time.
+# No example database either way: a failure prints its reproduce blob.
+settings.register_profile(
+    "ci", max_examples=400, derandomize=True, deadline=None, database=None,
+    print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "deep", max_examples=20000, derandomize=False, deadline=None, database=None,
+    print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+# Loaded before hypothesis' pytest plugin reads --hypothesis-profile, which wins.
+settings.load_profile("ci")
 
 
 def free_port() -> int:

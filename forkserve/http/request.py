@@ -48,7 +48,13 @@ class HTTPError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Size bounds for one request; gunicorn's names and defaults."""
+    """Size bounds for one request; gunicorn's names, defaults and counts.
+
+    ``request_line`` counts the request line without its CRLF;
+    ``field_size`` counts a whole field line as sent (name, colon,
+    whitespace and value) plus its CRLF, as gunicorn does, so one setting
+    refuses the same requests under either server.
+    """
 
     request_line: int = 4094
     fields: int = 100
@@ -189,11 +195,14 @@ _TOKEN_LIST_EMPTY_OK = re.compile(
     rb"[ \t]*(?:[" + _TCHAR + rb"]+)?(?:[ \t]*,[ \t]*(?:[" + _TCHAR + rb"]+)?)*[ \t]*"
 )
 _MAX_EMPTY_LINES = 8
+# chunk-size [chunk-ext] (RFC 9112 7.1, 7.1.1).  Whitespace is BWS, allowed
+# only before a ';' and around an '=': never at the end of the line.  A
+# parser that took "5 " (or "0 ") as a size while a proxy refused it, or read
+# it another way, would frame the body differently.
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]+)"
     rb"((?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+"
     rb"(?:[ \t]*=[ \t]*(?:[" + _TCHAR + rb"]+|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)"
-    rb"[ \t]*"
 )
 _HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|\[v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+\]"
@@ -258,6 +267,20 @@ def _bare_line_end(buf: bytes | bytearray, start: int) -> bool:
     without LF after it (a CR at the very end may still get its LF)."""
     end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
     return _BAD_LINE_END.search(buf, start, end) is not None
+
+
+def _bare_line_end_before(buf: bytes | bytearray, n: int) -> bool:
+    """True if a bare LF or CR in ``buf`` shows before its byte ``n`` came:
+    an LF at an index below ``n``, or a CR below ``n - 1`` with no LF
+    after it.
+
+    A limit is exceeded when byte ``n`` arrives, so when bytes come one
+    at a time a bare line end that shows earlier is refused first (400).
+    Refusing a whole buffer the same way keeps the answer the same
+    however the bytes were split across reads.
+    """
+    m = _BAD_LINE_END.search(buf, 0, n)
+    return m is not None and not (m.start() == n - 1 and buf[m.start()] == 13)
 
 
 _valid_hosts: dict[bytes, bool] = {}
@@ -424,9 +447,9 @@ class RequestReader:
         limits = self.limits
         line_end = buf.find(b"\r\n")
         if line_end > limits.request_line:
-            raise self._fail(414, "request line too long")
+            raise self._too_large(414, "request line too long", limits.request_line + 1)
         if end + 4 > limits.head:
-            raise self._fail(431, "request head too large")
+            raise self._too_large(431, "request head too large", limits.head)
         if end + 4 == len(buf):
             # The usual case, one head per read: no copy.
             head = buf if type(buf) is bytes else bytes(buf)
@@ -449,11 +472,11 @@ class RequestReader:
         line_end = buf.find(b"\r\n")
         if line_end < 0:
             if len(buf) > limits.request_line + 1:
-                raise self._fail(414, "request line too long")
+                raise self._too_large(414, "request line too long", limits.request_line + 1)
         elif line_end > limits.request_line:
-            raise self._fail(414, "request line too long")
+            raise self._too_large(414, "request line too long", limits.request_line + 1)
         elif len(buf) > limits.head:
-            raise self._fail(431, "request head too large")
+            raise self._too_large(431, "request head too large", limits.head)
         # A bare LF or CR would leave us waiting for a CRLFCRLF that never
         # comes; refuse it as soon as it is seen.
         if _bare_line_end(buf, self._scanned):
@@ -467,6 +490,13 @@ class RequestReader:
             raise self._fail(400, "connection closed inside request head")
         return NEED_DATA
 
+    def _too_large(self, status: int, reason: str, at: int) -> HTTPError:
+        """Fail for a limit exceeded at byte ``at`` of the buffer, unless a
+        bare line end showed before it (see _bare_line_end_before)."""
+        if _bare_line_end_before(self._buf, at):
+            return self._fail(400, "line not terminated by CRLF")
+        return self._fail(status, reason)
+
     def _parse_head(self, head: bytes, line_end: int, block_end: int) -> None:
         """Validate and frame one head; ``head[line_end:block_end]`` is the
         header block with its leading CRLF, ``block_end`` the final CRLF."""
@@ -475,15 +505,11 @@ class RequestReader:
         if m is None:
             raise self._fail(400, "malformed request line")
         method, target, version = m.groups()
-        version = _VERSIONS.get(version)
-        if version is None:
-            raise self._fail(505, "HTTP version not supported")
 
         req = Request()
         req.raw_line = head[:line_end]
         req.method = method
         req.target = target
-        req.http_version = version
         req.scheme = None
         headers = req.headers = []
         host = None
@@ -503,6 +529,17 @@ class RequestReader:
                 raise self._fail(431, "too many header fields")
             lines = block.split(b"\r\n")
             lines.pop()  # after the last CRLF
+        else:
+            lines = ()
+        # After the block's bare CR and LF checks: split byte by byte, a
+        # bare line end is refused before the head is complete, so it must
+        # win over any status the complete head would get.
+        version = _VERSIONS.get(version)
+        if version is None:
+            raise self._fail(505, "HTTP version not supported")
+        req.http_version = version
+        if lines:
+            # A line as sent, plus its CRLF, within field_size (see Limits).
             field_size = limits.field_size - 2
             special = _SPECIAL_FIELDS.get
             known = _field_names.get
@@ -515,12 +552,12 @@ class RequestReader:
                     lname = name.lower()
                     if len(_field_names) < 512:
                         _field_names[name] = lname
+                if len(line) > field_size:
+                    raise self._fail(431, "header field too large")
                 # Only HTAB, SP, visible and obs-text bytes are left (checked
                 # above), so trimming the optional whitespace leaves
                 # field-content.
                 value = value.strip(b" \t")
-                if len(lname) + len(value) > field_size:
-                    raise self._fail(431, "header field too large")
                 headers.append((lname, value))
                 kind = special(lname)
                 if kind is None:
@@ -783,9 +820,12 @@ class RequestReader:
                 state = self._state = _State.CHUNK_SIZE
             elif state is _State.TRAILERS:
                 i = buf.find(b"\r\n")
-                if i < 0:
+                if i < 0 or i >= limits.field_size:
                     if len(buf) > limits.field_size:
-                        raise self._fail(431, "trailer field too large")
+                        # Too large before its end, as it would be found
+                        # byte by byte, whether its end is here or not.
+                        raise self._too_large(431, "trailer field too large",
+                                              limits.field_size)
                     if _bare_line_end(buf, 0):
                         raise self._fail(400, "trailer not terminated by CRLF")
                     return self._need()
@@ -805,7 +845,7 @@ class RequestReader:
                 if name in _FORBIDDEN_TRAILERS:
                     raise self._fail(400, "forbidden trailer field")
                 self._trailer_bytes += len(line)
-                if (len(line) - 2 > limits.field_size
+                if (len(line) > limits.field_size
                         or self._trailer_bytes > limits.trailer_size):
                     raise self._fail(431, "trailer section too large")
                 self._trailers.append((name, m.group(2)))

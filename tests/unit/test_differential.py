@@ -87,6 +87,10 @@ STRICTER: dict[str, Divergence] = {
     "chunk-ext-grammar": Divergence(
         "a chunk extension that is not ;name[=token|quoted-string] (RFC 9112 7.1.1); "
         "h11 takes anything after the ';'", 400, "refuses"),
+    "chunk-line-trailing-whitespace": Divergence(
+        "whitespace at the end of a chunk line, after the size or an extension: BWS is "
+        "allowed only before ';' and around '=' (RFC 9112 7.1, 7.1.1); h11 takes trailing "
+        "OWS", 400, "refuses"),
     "number-too-long": Divergence(
         "Content-Length over 18 or a chunk size over 15 digits, leading zeros included "
         "(RFC 9110 8.6: guard against overflow)", 400, "refuses"),
@@ -342,7 +346,6 @@ CORPUS: list[tuple[bytes, str]] = [
     (CHUNKED + b"5;a = b\r\nhello\r\n0\r\n\r\n", "same"),
     (CHUNKED + b"A\r\n0123456789\r\na\r\nabcdefghij\r\n0\r\n\r\n", "same"),
     (CHUNKED + b"005\r\nhello\r\n000\r\n\r\n", "same"),
-    (CHUNKED + b"5 \t\r\nhello\r\n0\r\n\r\n", "same"),
     (CHUNKED + b"2\r\n\r\n\r\n0\r\n\r\n", "same"),
     (CHUNKED + b"5\r\nhello\r\n0\r\nX-Checksum: abc\r\nServer-Timing: db;dur=5\r\n\r\n", "same"),
     (CHUNKED + b"0\r\nX-Empty:\r\nX-Obs: \xff\r\n\r\n", "same"),
@@ -491,6 +494,15 @@ CORPUS: list[tuple[bytes, str]] = [
     (CHUNKED + b"5;\r\nhello\r\n0\r\n\r\n", "chunk-ext-grammar"),
     (CHUNKED + b"5;a=\"x\r\nhello\r\n0\r\n\r\n", "chunk-ext-grammar"),
     (CHUNKED + b"5;a=b c\r\nhello\r\n0\r\n\r\n", "chunk-ext-grammar"),
+    # Whitespace ends no chunk line: not after the size, nor after an extension.
+    (CHUNKED + b"5 \r\nhello\r\n0\r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"5\t\r\nhello\r\n0\r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"5 \t\r\nhello\r\n0\r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"5\r\nhello\r\n0 \r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"0 \r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"5;a \r\nhello\r\n0\r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"5;a=b\t\r\nhello\r\n0\r\n\r\n", "chunk-line-trailing-whitespace"),
+    (CHUNKED + b"5;a=\"b\" \r\nhello\r\n0\r\n\r\n", "chunk-line-trailing-whitespace"),
     (CHUNKED + b"5;a\x00\r\nhello\r\n0\r\n\r\n", "chunk-ext-grammar"),
     # malformed: trailers
     (CHUNKED + b"0\r\nX : y\r\n\r\n", "same"),
@@ -523,6 +535,7 @@ CORPUS: list[tuple[bytes, str]] = [
      "te-list-syntax"),
     (CHUNKED + b"5 ;a=b\r\nhello\r\n0\r\n\r\n", "chunk-ext-bws"),
     (CHUNKED + b"5\t;a\r\nhello\r\n0\r\n\r\n", "chunk-ext-bws"),
+    (CHUNKED + b"5 ; a = b\r\nhello\r\n0 ;a\r\n\r\n", "chunk-ext-bws"),
 ]
 
 
@@ -592,6 +605,8 @@ def _in_host(b: int) -> str:
 
 def _after_chunk_size(b: int) -> str:
     # Hex digits make a longer chunk than is sent: both fail at EOF.
+    if b in b" \t":
+        return "chunk-line-trailing-whitespace"
     return "chunk-ext-grammar" if b == ord(";") else "same"
 
 

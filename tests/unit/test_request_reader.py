@@ -110,6 +110,11 @@ BAD = [
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"x\r\nhello\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 ;\r\nhello\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n", 400),
+    # whitespace at the end of a chunk line (RFC 9112 7.1): a smuggling surface
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\t\r\nhello\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0 \r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b \r\nhello\r\n0\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5" + b";a=b" * 300 + b"\r\n", 400),
     # trailers
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 5\r\n\r\n", 400),
@@ -153,6 +158,113 @@ def test_limits(field, limit, status):
     for _, pieces in deliveries(data):
         events, _ = run(pieces, limits)
         assert isinstance(events[-1], HTTPError) and events[-1].status == status
+
+
+def _field_line(count: int, ows: bytes = b" ") -> bytes:
+    """A field line whose size, counted as gunicorn does (the line as sent,
+    name, colon and whitespace included, plus its CRLF), is ``count``."""
+    fill = count - 2 - len(b"X-Big:") - 2 * len(ows)
+    return b"X-Big:" + ows + b"v" * fill + ows
+
+
+@pytest.mark.parametrize("ows", [b" ", b"", b" \t  "])
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+def test_field_size_counts_the_line_as_sent_plus_crlf(delta, refused, ows):
+    limit = 200
+    line = _field_line(limit + delta, ows)
+    assert len(line) + 2 == limit + delta
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n" + line + b"\r\n\r\n"
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, Limits(field_size=limit))
+        if refused:
+            assert isinstance(events[-1], HTTPError) and events[-1].status == 431, events
+        else:
+            assert isinstance(events[0], Request), events
+            assert events[0].headers[-1] == (b"x-big", line[6:].strip(b" \t"))
+
+
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+def test_trailer_field_size_counts_like_a_header(delta, refused):
+    limit = 200
+    data = (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+            + _field_line(limit + delta) + b"\r\n\r\n")
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, Limits(field_size=limit))
+        if refused:
+            assert isinstance(events[-1], HTTPError) and events[-1].status == 431, events
+        else:
+            assert isinstance(events[-1], EndOfMessage) and len(events[-1].trailers) == 1
+
+
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+@pytest.mark.parametrize("lead", [b"", b"\r\n"])
+def test_request_line_limit_counts_the_line_without_crlf(delta, refused, lead):
+    limit = 100
+    line = b"GET /" + b"a" * (limit + delta - 14) + b" HTTP/1.1"
+    assert len(line) == limit + delta
+    data = lead + line + b"\r\nHost: a\r\n\r\n"
+    for _, pieces in deliveries(data):
+        events, _ = run(pieces, Limits(request_line=limit))
+        if refused:
+            assert isinstance(events[-1], HTTPError) and events[-1].status == 414, events
+        else:
+            assert isinstance(events[0], Request), events
+
+
+@pytest.mark.parametrize("delta, refused", [(-1, False), (0, False), (1, True)])
+def test_field_count_limit(delta, refused):
+    limit = 10
+    fields = b"Host: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(limit + delta - 1))
+    events, _ = run([b"GET / HTTP/1.1\r\n" + fields + b"\r\n"], Limits(fields=limit))
+    if refused:
+        assert isinstance(events[-1], HTTPError) and events[-1].status == 431, events
+    else:
+        assert isinstance(events[0], Request) and len(events[0].headers) == limit + delta
+
+
+def test_chunk_extension_bws_is_accepted_but_no_trailing_whitespace():
+    # BWS before ';' and around '=' must be parsed (RFC 9112 7.1.1, RFC 9110
+    # 5.6.3); nothing else may be whitespace on a chunk line.
+    head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+    good = head + b"5 \t; a = b ;c\r\nhello\r\n0 ;x=\"y\"\r\n\r\n"
+    for _, pieces in deliveries(good):
+        events, _ = run(pieces)
+        assert b"".join(e for e in events if isinstance(e, bytes)) == b"hello"
+        assert isinstance(events[-1], EndOfMessage), events
+    for line in (b"5 ", b"5\t", b"5 ;a ", b"5;a= b\t", b"5;a=\"b\"\t", b"0 "):
+        bad = head + line + b"\r\nhello\r\n0\r\n\r\n"
+        events, _ = run([bad])
+        assert isinstance(events[-1], HTTPError) and events[-1].status == 400, line
+
+
+CHUNKED_HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+SPLIT_INVARIANT = [
+    # A bare CR or LF seen before a limit is exceeded is refused as such
+    # (400) however the bytes are split; found by test_reader_properties.
+    (b"\x00" * 47 + b"\r\x00\x00", Limits(request_line=48), 400),
+    (b"GET / HTTP/1.1GET / HTTP/1.1\rGET / HTTP/1.1GET / HTTP/1.1", Limits(request_line=48), 400),
+    (b"GET /" + b"a" * 60 + b"\nb HTTP/1.1\r\n\r\n", Limits(request_line=48), 414),
+    (b"GET / HTTP/1.1\nHost: a\r\nX: " + b"b" * 100 + b"\r\n\r\n", Limits(head=100), 400),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"b" * 100 + b"\nb\r\n\r\n", Limits(head=100), 431),
+    # ... and wins over the version check of the complete head.
+    (b"GET / HTTP/2.0\r\nHost: a\r\nX: a\rb\r\n\r\n", Limits(), 400),
+    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Limits(), 505),
+    # A trailer line over field_size is refused before its end is read,
+    # whatever the line turns out to be.
+    (CHUNKED_HEAD + b"0\r\nHost: " + b"h" * 60 + b"\r\n\r\n", Limits(field_size=40), 431),
+    (CHUNKED_HEAD + b"0\r\nX: " + b"\x01" * 60 + b"\r\n\r\n", Limits(field_size=40), 431),
+    (CHUNKED_HEAD + b"0\r\nX: a\rb" + b"c" * 60 + b"\r\n\r\n", Limits(field_size=40), 400),
+    (CHUNKED_HEAD + b"0\r\nHost: h\r\n\r\n", Limits(field_size=40), 400),
+]
+
+
+@pytest.mark.parametrize("data, limits, status", SPLIT_INVARIANT,
+                         ids=[repr(d[-30:]) for d, _, _ in SPLIT_INVARIANT])
+def test_the_status_does_not_depend_on_how_bytes_are_split(data, limits, status):
+    for how, pieces in deliveries(data):
+        events, _ = run(pieces, limits, eof=True)
+        assert isinstance(events[-1], HTTPError), (how, events)
+        assert events[-1].status == status, (how, events[-1])
 
 
 def test_request_line_limit_without_any_crlf():
