@@ -167,26 +167,15 @@ class Worker:
         signal.raise_signal(signal.SIGTERM)
 
     def watch_memory(self, limit: int) -> None:
-        """Retire once RSS is over ``limit`` bytes: :meth:`check_memory`
-        after each request.
-
-        Only a worker with a limit pays for the check: its ``request_done``
-        is wrapped here, so the request path of every other worker is
-        unchanged.  Where /proc is missing, the master's sampling (about
-        once a second) is the only check.
-        """
+        """Retire once RSS is over ``limit`` bytes: :meth:`end_exchange`
+        calls :meth:`check_memory` after each request of a worker with a
+        limit.  Where /proc is missing, the master's sampling (about once a
+        second) is the only check."""
         try:
             self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return
         self.memory_limit = limit
-        done = self.request_done
-
-        def request_done() -> None:
-            done()
-            self.check_memory()
-
-        self.request_done = request_done  # type: ignore[method-assign]
 
     def check_memory(self) -> None:
         """Retire if RSS is over ``memory_limit`` (read at most once a
@@ -243,6 +232,8 @@ class Worker:
             access_log.log_exchange(ex.request, ex.client, ex.status_code, ex.sent,
                                     ex.response_headers, ex.start)
         self.request_done()
+        if self.memory_limit:
+            self.check_memory()
         self.beat_after_exchange()
 
     def beat_after_exchange(self) -> None:

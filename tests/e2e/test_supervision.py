@@ -356,16 +356,7 @@ def test_usr2_during_a_reload(forkserve, tmp_path):
 
 # -- memory --------------------------------------------------------------------
 
-# The sync worker's accept loop (workers/sync.py, _accept) accepts and serves
-# up to 64 connections per wake-up without looking at ``alive``: a retiring
-# worker goes on serving the clients that keep connecting.  Strict: this
-# fails as soon as _accept stops once ``alive`` is False; drop the mark then.
-_SYNC_ACCEPTS_AFTER_RETIRING = pytest.mark.xfail(
-    strict=True, reason="sync.py _accept does not check alive between accepts")
-
-
-@pytest.mark.parametrize("kind", [pytest.param("sync", marks=_SYNC_ACCEPTS_AFTER_RETIRING),
-                                  "asgi"])
+@pytest.mark.parametrize("kind", ["sync", "asgi"])
 def test_max_worker_memory_is_kept_under_load(forkserve, kind):
     """10 MB leaked per request, four clients, a 100 MiB limit: each worker
     checks its RSS after every request and stops accepting once over, so
