@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .app import AppLoadError, detect_kind, load_app
+from .app import AppLoadError, WorkerClassMismatch, detect_kind, load_app
 from .config import SETTINGS, Config, ConfigError, load_config_file
 
 __all__ = ["main", "build_config", "command"]
@@ -134,14 +134,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     if cfg.check_config:
         try:
-            app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath)
+            app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
+        except WorkerClassMismatch as exc:
+            # Found only by importing the app, as at boot, where a worker
+            # finds it: an app boot failure (3), not a usage error (2).
+            _fail(str(exc), EXIT_APP)
+            return
         except AppLoadError as exc:
             _fail(f"the app does not load: {exc}", EXIT_APP)
             return
         except Exception as exc:
             _fail(f"the app does not load: {type(exc).__name__}: {exc}", EXIT_APP)
             return
-        click.echo(f"forkserve: config OK; {cfg.wsgi_app} is a {detect_kind(app).upper()} app")
+        kind = detect_kind(app)
+        click.echo(f"forkserve: config OK; {cfg.wsgi_app} is {'an' if kind == 'asgi' else 'a'} "
+                   f"{kind.upper()} app")
         sys.exit(0)
 
     from .arbiter import Arbiter
