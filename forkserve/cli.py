@@ -111,8 +111,31 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _reserve_std_fds() -> None:
+    """Put /dev/null on whichever of descriptors 0, 1 and 2 is closed.
+
+    Some supervisors start daemons with stdout or stderr closed (``>&-``).
+    Python then sets ``sys.stdout``/``sys.stderr`` to None, and the next
+    descriptor opened (the error log, a listening socket) would become
+    descriptor 1 or 2, where anything writing to "stdout" or "stderr" (a C
+    library, a traceback, the access log's ``-``) would land in it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free one: fd
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
+    _reserve_std_fds()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = build_config(argv)
