@@ -152,11 +152,13 @@ def check_worker_class(worker_class: str, app: Any, spec: str) -> None:
     params = f"({', '.join(takes[0].parameters)})" if takes else ""
     if worker_class == "sync":
         why = _async_call(app)
+        what = "an ASGI app"
         if why is None and takes is not None and not takes[1]:
             why = f"it takes {params}, not (environ, start_response)"
+            what = "an ASGI app" if takes[2] else "not a WSGI app"
         if why:
             raise WorkerClassMismatch(
-                f"worker_class: sync (WSGI) given, but {spec} is an ASGI app ({why}); "
+                f"worker_class: sync (WSGI) given, but {spec} is {what} ({why}); "
                 f"use -k asgi, or -k auto to detect it")
     elif takes is not None and not takes[2]:
         what = "a WSGI app" if takes[1] and not _async_call(app) else "not an ASGI 3 app"

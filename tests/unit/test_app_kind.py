@@ -127,3 +127,12 @@ def test_ambiguous_apps_are_never_refused(app):
     # Python cannot tell what these are: let the worker class decide.
     check_worker_class("sync", app, "m:app")
     check_worker_class("asgi", app, "m:app")
+
+
+def test_a_callable_of_neither_arity_is_refused_by_both():
+    def one(scope):
+        return None
+    with pytest.raises(WorkerClassMismatch, match=r"is not a WSGI app \(it takes \(scope\)"):
+        check_worker_class("sync", one, "m:app")
+    with pytest.raises(WorkerClassMismatch, match=r"is not an ASGI 3 app \(it takes \(scope\)"):
+        check_worker_class("asgi", one, "m:app")
