@@ -134,10 +134,11 @@ BODY_ENDS_EARLY = frozenset({"missing final CRLF", "short body"})
 
 #: Chunk-size lines with whitespace before the CRLF (issue 12 item 11): RFC
 #: 9112 section 7.1 allows none there.
+_POST_CLOSE = _POST + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
 CHUNK_SIZE_WHITESPACE = {
-    "size": _POST + b"Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
-    "last chunk": _POST + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0 \r\n\r\n",
-    "tab": _POST + b"Transfer-Encoding: chunked\r\n\r\n5\t\r\nhello\r\n0\r\n\r\n",
+    "size": _POST_CLOSE + b"5 \r\nhello\r\n0\r\n\r\n",
+    "last chunk": _POST_CLOSE + b"5\r\nhello\r\n0 \r\n\r\n",
+    "tab": _POST_CLOSE + b"5\t\r\nhello\r\n0\r\n\r\n",
 }
 
 
@@ -255,13 +256,9 @@ class Trickler:
     def _run(self) -> None:
         self.sock.setblocking(False)
         while not self._stop.is_set():
-            try:
-                self.sock.send(b"x")
-            except BlockingIOError:
-                pass
-            except OSError:
-                self.closed_by_server = True
-                return
+            # Read first: a server that answers and closes may reset the
+            # connection on the next byte sent, and a reset discards what
+            # was not read yet.
             try:
                 while True:
                     data = self.sock.recv(65536)
@@ -269,6 +266,13 @@ class Trickler:
                         self.closed_by_server = True
                         return
                     self.response += data
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.closed_by_server = True
+                return
+            try:
+                self.sock.send(b"x")
             except BlockingIOError:
                 pass
             except OSError:
