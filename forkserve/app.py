@@ -9,11 +9,16 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["AppLoadError", "load_app", "detect_kind"]
+__all__ = ["AppLoadError", "WorkerClassMismatch", "load_app", "detect_kind",
+           "check_worker_class"]
 
 
 class AppLoadError(Exception):
     """The app could not be imported or found; the message is one line."""
+
+
+class WorkerClassMismatch(AppLoadError):
+    """The app loads, but cannot run under the worker_class given."""
 
 
 def _parse_factory_call(expr: str) -> tuple[str, list[Any], dict[str, Any]] | None:
@@ -34,9 +39,14 @@ def _parse_factory_call(expr: str) -> tuple[str, list[Any], dict[str, Any]] | No
     return node.func.id, args, kwargs
 
 
-def load_app(spec: str, chdir: str | None = None, pythonpath: list[str] | None = None) -> Any:
+def load_app(spec: str, chdir: str | None = None, pythonpath: list[str] | None = None,
+             worker_class: str = "auto") -> Any:
     """Import ``module:callable`` (default ``application`` then ``app``)
-    or call ``module:factory(...)``, and return the app object."""
+    or call ``module:factory(...)``, and return the app object.
+
+    With a ``worker_class`` of ``sync`` or ``asgi``, an app that certainly
+    cannot run under it raises WorkerClassMismatch (see :func:`check_worker_class`).
+    """
     if chdir:
         os.chdir(chdir)
     for path in reversed(pythonpath or []):
@@ -77,23 +87,81 @@ def load_app(spec: str, chdir: str | None = None, pythonpath: list[str] | None =
         raise AppLoadError(f"{spec} is None (a factory that returned nothing?)")
     if not callable(obj):
         raise AppLoadError(f"{spec} is not callable")
+    check_worker_class(worker_class, obj, spec)
     return obj
+
+
+def _async_call(app: Any) -> str | None:
+    """How ``app`` shows it is an ASGI app, or None: an ``async def``
+    function, an object whose ``__call__`` is one (Starlette, FastAPI,
+    Django's ASGIHandler), or a ``functools.partial`` of one."""
+    if inspect.iscoroutinefunction(app):
+        return "an async function"
+    call = getattr(type(app), "__call__", None)
+    if call is not None and inspect.iscoroutinefunction(call):
+        return f"{type(app).__name__}.__call__ is async"
+    func = getattr(app, "func", None)
+    if func is not None and inspect.iscoroutinefunction(func):
+        return "a partial of an async function"
+    return None
+
+
+def _takes(app: Any) -> tuple[inspect.Signature, bool, bool] | None:
+    """``app``'s signature, whether it can be called with 2 positional
+    arguments (WSGI: environ, start_response) and with 3 (ASGI 3: scope,
+    receive, send); None when Python cannot tell (a C callable)."""
+    try:
+        sig = inspect.signature(app)
+    except (TypeError, ValueError):
+        return None
+
+    def fits(n: int) -> bool:
+        try:
+            sig.bind(*range(n))
+        except TypeError:
+            return False
+        return True
+    return sig, fits(2), fits(3)
 
 
 def detect_kind(app: Any) -> str:
     """``"asgi"`` for an ASGI 3 app, else ``"wsgi"``.
 
-    ASGI: a coroutine function, or an object whose ``__call__`` is one
-    (Starlette, FastAPI, Django's ASGIHandler).  Everything else callable is
-    taken as WSGI, which is what a WSGI server would do with it anyway.
+    ASGI: a coroutine function, an object whose ``__call__`` is one, or a
+    callable that takes the 3 arguments of ASGI but not the 2 of WSGI (an
+    async app behind a plain decorator).  Everything else callable is taken
+    as WSGI, which is what a WSGI server would do with it anyway.
     """
-    if inspect.iscoroutinefunction(app):
+    if _async_call(app):
         return "asgi"
-    call = getattr(type(app), "__call__", None)
-    if call is not None and inspect.iscoroutinefunction(call):
-        return "asgi"
-    # functools.partial and similar wrappers
-    func = getattr(app, "func", None)
-    if func is not None and inspect.iscoroutinefunction(func):
+    takes = _takes(app)
+    if takes is not None and takes[2] and not takes[1]:
         return "asgi"
     return "wsgi"
+
+
+def check_worker_class(worker_class: str, app: Any, spec: str) -> None:
+    """Raise WorkerClassMismatch when ``app`` certainly cannot run under
+    ``worker_class``: ``sync`` given an async app or one that cannot take
+    (environ, start_response); ``asgi`` given one that cannot take (scope,
+    receive, send).  Anything Python cannot tell (a C callable, ``*args``)
+    is let through, as it would be by a WSGI or ASGI server."""
+    if worker_class not in ("sync", "asgi"):
+        return
+    takes = _takes(app)
+    params = f"({', '.join(takes[0].parameters)})" if takes else ""
+    if worker_class == "sync":
+        why = _async_call(app)
+        what = "an ASGI app"
+        if why is None and takes is not None and not takes[1]:
+            why = f"it takes {params}, not (environ, start_response)"
+            what = "an ASGI app" if takes[2] else "not a WSGI app"
+        if why:
+            raise WorkerClassMismatch(
+                f"worker_class: sync (WSGI) given, but {spec} is {what} ({why}); "
+                f"use -k asgi, or -k auto to detect it")
+    elif takes is not None and not takes[2]:
+        what = "a WSGI app" if takes[1] and not _async_call(app) else "not an ASGI 3 app"
+        raise WorkerClassMismatch(
+            f"worker_class: asgi given, but {spec} is {what} (it takes {params}, not "
+            f"(scope, receive, send)); use -k sync, or -k auto to detect it")

@@ -144,7 +144,8 @@ class Arbiter:
 
     def load_app(self) -> Any:
         try:
-            return load_app(self.cfg.wsgi_app, self.cfg.chdir, self.cfg.pythonpath)
+            return load_app(self.cfg.wsgi_app, self.cfg.chdir, self.cfg.pythonpath,
+                            self.cfg.worker_class)
         except AppLoadError as exc:
             raise HaltServer(f"App failed to load: {exc}", EXIT_BOOT_FAILED) from None
 

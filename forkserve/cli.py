@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from . import __version__
-from .app import AppLoadError, detect_kind, load_app
+from .app import AppLoadError, WorkerClassMismatch, detect_kind, load_app
 from .config import SETTINGS, Config, ConfigError, load_config_file
 
 __all__ = ["main", "build_config", "command"]
@@ -111,8 +111,31 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _reserve_std_fds() -> None:
+    """Put /dev/null on whichever of descriptors 0, 1 and 2 is closed.
+
+    Some supervisors start daemons with stdout or stderr closed (``>&-``).
+    Python then sets ``sys.stdout``/``sys.stderr`` to None, and the next
+    descriptor opened (the error log, a listening socket) would become
+    descriptor 1 or 2, where anything writing to "stdout" or "stderr" (a C
+    library, a traceback, the access log's ``-``) would land in it.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free one: fd
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
+    _reserve_std_fds()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = build_config(argv)
@@ -134,14 +157,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     if cfg.check_config:
         try:
-            app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath)
+            app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
+        except WorkerClassMismatch as exc:
+            # Found only by importing the app, as at boot, where a worker
+            # finds it: an app boot failure (3), not a usage error (2).
+            _fail(str(exc), EXIT_APP)
+            return
         except AppLoadError as exc:
             _fail(f"the app does not load: {exc}", EXIT_APP)
             return
         except Exception as exc:
             _fail(f"the app does not load: {type(exc).__name__}: {exc}", EXIT_APP)
             return
-        click.echo(f"forkserve: config OK; {cfg.wsgi_app} is a {detect_kind(app).upper()} app")
+        kind = detect_kind(app)
+        click.echo(f"forkserve: config OK; {cfg.wsgi_app} is {'an' if kind == 'asgi' else 'a'} "
+                   f"{kind.upper()} app")
         sys.exit(0)
 
     from .arbiter import Arbiter

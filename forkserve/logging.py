@@ -2,22 +2,33 @@
 
 The error log is Python logging with gunicorn's line format; the access log
 is a separate file written with gunicorn's format atoms.  Both are reopened
-on USR1 (logrotate), and a failing log write (full disk, closed pipe) is
-dropped rather than raised into a worker.
+on USR1 (logrotate).
+
+Writing a log line never blocks and never raises into a worker: a
+destination that cannot take a line now (a pipe nobody reads, a full disk,
+a reader gone) loses that line, the loss is counted, and at most every
+``REPORT_INTERVAL`` seconds a warning "dropped N log lines" goes to the
+error log.  Every line is at most ``MAX_LINE`` bytes (``PIPE_BUF``, the
+most a pipe writes atomically): the access log cuts over-long atom values
+to fit, other lines are cut; a cut ends with ``CUT_MARK``.  So lines from
+several workers never interleave, and a line is written whole or not at all.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import logging
 import os
 import select
-import sys
+import socket
+import stat
 import time
 from typing import Any, Iterable
 
-__all__ = ["setup_logging", "reopen_logs", "AccessLog", "AccessRecord", "error_log"]
+__all__ = ["setup_logging", "reopen_logs", "log_drops", "AccessLog", "AccessRecord",
+           "error_log", "MAX_LINE", "CUT_MARK"]
 
 error_log = logging.getLogger("forkserve.error")
 _access_log = logging.getLogger("forkserve.access")
@@ -28,6 +39,15 @@ logging.raiseExceptions = False
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR, "critical": logging.CRITICAL}
 
+#: The longest line written, newline included: what a pipe takes in one
+#: atomic write (POSIX guarantees at least 512; Linux has 4096).
+MAX_LINE: int = getattr(select, "PIPE_BUF", 512)
+#: Ends a value or a line that was cut to fit ``MAX_LINE``.
+CUT_MARK = "...[cut]"
+_CUT_MARK = CUT_MARK.encode("ascii")
+#: Seconds between two "dropped N log lines" warnings of one process.
+REPORT_INTERVAL = 5.0
+
 
 class _Formatter(logging.Formatter):
     """``[2026-11-24 12:00:00 +0000] [PID] [LEVEL] message``."""
@@ -37,44 +57,168 @@ class _Formatter(logging.Formatter):
                          "%Y-%m-%d %H:%M:%S %z")
 
 
-class _FDHandler(logging.Handler):
-    """Writes each record with one ``os.write`` to a file or to stdout/stderr.
+def _cut(line: bytes, limit: int) -> bytes:
+    """``line`` cut to at most ``limit`` bytes, ending with the cut mark,
+    never inside a UTF-8 sequence."""
+    end = max(0, limit - len(_CUT_MARK))
+    while end and (line[end] & 0xC0) == 0x80:  # a UTF-8 continuation byte
+        end -= 1
+    return line[:end] + _CUT_MARK
 
-    One write per line keeps lines whole when several workers append to the
-    same file.  A destination that cannot take the line now (a pipe nobody
-    reads, a full disk) loses the line instead of blocking or crashing the
-    process: a worker's liveness matters more than one log line.
+
+def _lines(text: str) -> list[bytes]:
+    """``text`` as newline-terminated lines of at most MAX_LINE bytes each."""
+    out = []
+    for line in text.split("\n"):
+        data = line.encode("utf-8", "backslashreplace")
+        if len(data) >= MAX_LINE:
+            data = _cut(data, MAX_LINE - 1)
+        out.append(data + b"\n")
+    return out
+
+
+def _writes(lines: list[bytes]) -> list[bytes]:
+    """Consecutive whole lines packed into writes of at most MAX_LINE bytes."""
+    writes: list[bytes] = []
+    current = b""
+    for line in lines:
+        if current and len(current) + len(line) > MAX_LINE:
+            writes.append(current)
+            current = b""
+        current += line
+    if current:
+        writes.append(current)
+    return writes
+
+
+class _Destination:
+    """One log destination, written without ever blocking.
+
+    - a regular file: plain ``write`` (a disk does not stall on a reader);
+    - a pipe, FIFO or terminal: a private open file description of it,
+      non-blocking, so a write of at most PIPE_BUF bytes is all or nothing
+      and a full pipe answers EAGAIN at once.  Setting O_NONBLOCK on the
+      inherited descriptor instead would change it for every process
+      sharing it (the supervisor's, the shell's);
+    - a socket (journald's stdout): ``send`` with MSG_DONTWAIT;
+    - without /proc (no private description), a pipe is polled for room
+      first: two workers can still race for the last free slot.
     """
 
-    def __init__(self, target: str, std_fd: int) -> None:
+    def __init__(self, fd: int, owned: bool) -> None:
+        self.fd = fd          # what we write to
+        self._owned = [fd] if owned else []
+        self._sock: socket.socket | None = None
+        self._poll: Any = None
+        self.whole_records = False
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            return  # closed: every write fails and is counted
+        if stat.S_ISREG(mode):
+            # Regular files: one write per record keeps a traceback together.
+            self.whole_records = True
+        elif stat.S_ISSOCK(mode):
+            self._sock = socket.socket(fileno=os.dup(fd))
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLOUT)
+        elif not owned:
+            try:
+                self.fd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK
+                                  | os.O_NOCTTY | os.O_CLOEXEC)
+                self._owned.append(self.fd)
+            except OSError:
+                self._poll = select.poll()
+                self._poll.register(fd, select.POLLOUT)
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` (at most MAX_LINE bytes unless a regular file)
+        whole, or nothing; never blocks.  False if it was not written;
+        raises OSError for a destination that failed."""
+        if self._poll is not None and not self._poll.poll(0):
+            return False
+        if self._sock is not None:
+            n = self._sock.send(data, socket.MSG_DONTWAIT)
+        else:
+            n = os.write(self.fd, data)
+        # Only a terminal or a stream socket out of room writes part of a
+        # line; the rest is lost rather than waited for.
+        return n == len(data)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        for fd in self._owned:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._owned = []
+
+
+class _FDHandler(logging.Handler):
+    """Writes each record to a file, or to stdout/stderr, never blocking.
+
+    Lines are bounded to MAX_LINE bytes and each write is whole lines of at
+    most that size, so lines from several workers never interleave.  A line
+    the destination cannot take now is dropped and counted (``dropped``);
+    the error log is told how many, at most every REPORT_INTERVAL seconds.
+    """
+
+    def __init__(self, target: str, std_fd: int, name: str) -> None:
         super().__init__()
         self.path = None if target == "-" else target
-        self.fd = std_fd if self.path is None else self._open(self.path)
-        self.dropped = 0
-        self._poll = select.poll()
-        self._poll.register(self.fd, select.POLLOUT)
+        self.label = f"{name} ({'stdout' if std_fd == 1 else 'stderr'})" \
+            if self.path is None else f"{name} ({self.path})"
+        fd = std_fd if self.path is None else self._open(self.path)
+        self.dest = _Destination(fd, owned=self.path is not None)
+        self.dropped = 0      # lines lost in this process, ever
+        self.unreported = 0   # of which not yet in a warning
+        self.last_error = ""
 
     @staticmethod
     def _open(path: str) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        # O_NONBLOCK: a FIFO without a reader fails at once (ENXIO) instead
+        # of hanging the start; on a regular file it changes nothing.
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                       | os.O_NONBLOCK, 0o644)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            text = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        view = memoryview(data)
-        try:
-            while view:
-                # Regular files always poll writable; a pipe only with room.
-                if not self._poll.poll(0):
-                    self.dropped += 1
-                    return
-                n = os.write(self.fd, view)
-                view = view[n:]
-        except OSError:
-            self.dropped += 1
+        self.write_text(text, count=True)
+        if _reports.pending:
+            _reports.maybe_report()
+
+    def write_text(self, text: str, count: bool) -> bool:
+        """Write ``text`` (one record, maybe several lines); with ``count``,
+        count the lines lost.  True if all of it was written."""
+        data = text.encode("utf-8", "backslashreplace")
+        if len(data) < MAX_LINE and b"\n" not in data:
+            writes = [data + b"\n"]  # the common case: one short line
+        else:
+            lines = _lines(text)
+            writes = [b"".join(lines)] if self.dest.whole_records else _writes(lines)
+        for i, chunk in enumerate(writes):
+            try:
+                ok = self.dest.write(chunk)
+                reason = "full"
+            except OSError as exc:
+                ok = False
+                reason = errno.errorcode.get(exc.errno or 0, str(exc))
+            if not ok:
+                if not count:
+                    return False
+                lost = sum(piece.count(b"\n") for piece in writes[i:])
+                self.dropped += lost
+                self.unreported += lost
+                self.last_error = reason
+                _reports.pending = True
+                return False
+        return True
 
     def reopen(self) -> None:
         """Open the path again (after logrotate moved the file away)."""
@@ -82,38 +226,98 @@ class _FDHandler(logging.Handler):
             return
         self.acquire()
         try:
-            new = self._open(self.path)
-            old, self.fd = self.fd, new
-            self._poll = select.poll()
-            self._poll.register(self.fd, select.POLLOUT)
-            os.close(old)
+            new = _Destination(self._open(self.path), owned=True)
+            old, self.dest = self.dest, new
+            old.close()
         except OSError:
             pass
         finally:
             self.release()
 
     def close(self) -> None:
-        if self.path is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
+        self.dest.close()
         super().close()
 
 
+class _DropReports:
+    """Tells the error log about dropped lines, at most every REPORT_INTERVAL."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.last = 0.0
+
+    def maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self.last < REPORT_INTERVAL:
+            return
+        self.last = now
+        targets = [h for h in error_log.handlers if isinstance(h, _FDHandler)]
+        if not targets or not error_log.isEnabledFor(logging.WARNING):
+            return
+        pending = False
+        for handler in _handlers():
+            if not handler.unreported:
+                continue
+            message = (f"dropped {handler.unreported} log lines: the {handler.label} "
+                       f"could not take them ({handler.last_error})")
+            record = error_log.makeRecord(error_log.name, logging.WARNING, __file__, 0,
+                                          message, None, None)
+            written = True
+            for target in targets:
+                target.acquire()  # an RLock: the error log may be reporting itself
+                try:
+                    written = target.write_text(target.format(record), count=False) and written
+                finally:
+                    target.release()
+            if written:
+                handler.unreported = 0
+            else:
+                pending = True
+        self.pending = pending or any(h.unreported for h in _handlers())
+
+    def reset(self) -> None:
+        """In a new worker: its own counts, starting from zero."""
+        self.pending = False
+        self.last = 0.0
+        for handler in _handlers():
+            handler.dropped = handler.unreported = 0
+
+
+_reports = _DropReports()
+os.register_at_fork(after_in_child=_reports.reset)
+
+
+def _handlers() -> list[_FDHandler]:
+    return [h for logger in (error_log, _access_log) for h in logger.handlers
+            if isinstance(h, _FDHandler)]
+
+
+def log_drops() -> dict[str, int]:
+    """Lines this process could not write, per log (``error``, ``access``):
+    what a metrics endpoint reports."""
+    counts = {"error": 0, "access": 0}
+    for name, logger in (("error", error_log), ("access", _access_log)):
+        for h in logger.handlers:
+            if isinstance(h, _FDHandler):
+                counts[name] += h.dropped
+    return counts
+
+
 def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
-    """(Re)configure both logs from settings."""
+    """(Re)configure both logs from settings.  ``-`` is stderr (error log)
+    or stdout (access log), by descriptor: ``sys.stderr`` may be None when
+    the process started with it closed."""
     for logger in (error_log, _access_log):
         for h in list(logger.handlers):
             logger.removeHandler(h)
             h.close()
         logger.propagate = False
-    handler = _FDHandler(errorlog, sys.stderr.fileno())
+    handler = _FDHandler(errorlog, 2, "error log")
     handler.setFormatter(_Formatter())
     error_log.addHandler(handler)
     error_log.setLevel(_LEVELS[loglevel])
     if accesslog:
-        ah = _FDHandler(accesslog, sys.stdout.fileno())
+        ah = _FDHandler(accesslog, 1, "access log")
         ah.setFormatter(logging.Formatter("%(message)s"))
         _access_log.addHandler(ah)
         _access_log.setLevel(logging.INFO)
@@ -123,10 +327,8 @@ def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
 
 def reopen_logs() -> None:
     """Reopen log files (USR1): logrotate has moved them away."""
-    for logger in (error_log, _access_log):
-        for h in logger.handlers:
-            if isinstance(h, _FDHandler):
-                h.reopen()
+    for h in _handlers():
+        h.reopen()
 
 
 class AccessRecord:
@@ -169,15 +371,34 @@ def _basic_user(headers: Iterable[tuple[bytes, bytes]]) -> str:
 
 
 class _Atoms:
-    """Computes gunicorn's access log atoms on demand for ``%`` formatting."""
+    """Computes gunicorn's access log atoms on demand for ``%`` formatting.
 
-    __slots__ = ("r", "_wall")
+    With ``cap``, a text value longer than ``cap`` bytes (UTF-8) is cut to
+    ``cap`` bytes ending with CUT_MARK; with ``sizes``, the size of each
+    text value is appended to it (to compute a cap that fits the line).
+    """
 
-    def __init__(self, record: AccessRecord, wall: float) -> None:
+    __slots__ = ("r", "_wall", "cap", "sizes")
+
+    def __init__(self, record: AccessRecord, wall: float, cap: int | None = None,
+                 sizes: list[int] | None = None) -> None:
         self.r = record
         self._wall = wall
+        self.cap = cap
+        self.sizes = sizes
 
     def __getitem__(self, key: str) -> Any:
+        value = self._atom(key)
+        if (self.cap is None and self.sizes is None) or not isinstance(value, str):
+            return value
+        data = value.encode("utf-8", "backslashreplace")
+        if self.sizes is not None:
+            self.sizes.append(len(data))
+        if self.cap is not None and len(data) > self.cap:
+            return _cut(data, self.cap).decode("utf-8", "replace")
+        return value
+
+    def _atom(self, key: str) -> Any:
         r = self.r
         if key.startswith("{") and len(key) > 3 and key[-2] == "}":
             name, kind = key[1:-2], key[-1]
@@ -262,10 +483,36 @@ class AccessLog:
         self.log(record)
 
     def log(self, record: AccessRecord) -> None:
-        """Format and write ``record``; never raises."""
+        """Format and write ``record``; never raises.
+
+        A line over MAX_LINE bytes (a 6 KB User-Agent) is made to fit by
+        cutting its longest text atoms to a common size, so the short ones
+        (status, time, size) stay whole."""
+        wall = time.time()
         try:
-            line = self.fmt % _Atoms(record, time.time())
+            line = self.fmt % _Atoms(record, wall)
+            # UTF-8 takes at most 2 bytes for a latin-1 character.
+            if 2 * len(line) >= MAX_LINE:
+                size = len(line.encode("utf-8", "backslashreplace"))
+                if size >= MAX_LINE:
+                    sizes: list[int] = []
+                    self.fmt % _Atoms(record, wall, sizes=sizes)
+                    budget = MAX_LINE - 1 - (size - sum(sizes))
+                    line = self.fmt % _Atoms(record, wall, cap=_fair_cap(sizes, budget))
         except Exception:
             error_log.exception("bad access_log_format %r", self.fmt)
             return
         _access_log.info(line)
+
+
+def _fair_cap(sizes: list[int], budget: int) -> int:
+    """The largest ``cap`` with ``sum(min(s, cap) for s in sizes) <= budget``
+    (at least the cut mark's length: the writer cuts what still overflows)."""
+    remaining = budget
+    ordered = sorted(sizes)
+    for i, size in enumerate(ordered):
+        left = len(ordered) - i
+        if size * left > remaining:
+            return max(len(CUT_MARK), remaining // left)
+        remaining -= size
+    return max(ordered, default=len(CUT_MARK))

@@ -100,7 +100,7 @@ class Generations:
         for name in list(sys.modules):
             if name not in self.keep_modules:
                 del sys.modules[name]
-        return load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath)
+        return load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
 
     def check(self) -> None:
         """Each tick: complete the reload once the new generation serves."""

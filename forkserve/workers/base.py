@@ -332,7 +332,7 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
             cfg.post_fork(server, pre)
             _drop_privileges(cfg)
             if app is None:
-                app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath)
+                app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
         except AppLoadError as exc:
             error_log.error("Worker %s failed to boot: %s", pre.pid, exc)
             code = EXIT_BOOT_ERROR

@@ -113,3 +113,47 @@ def test_version_and_help():
         assert flag in out.stdout, flag
     assert run_forkserve("--version").stdout.startswith("forkserve ")
     assert APPS.exists()
+
+
+@pytest.mark.parametrize("args, given, detected", [
+    (("-k", "asgi", "wsgi_basic:application"), "worker_class: asgi", "is a WSGI app"),
+    (("-k", "uvicorn.workers.UvicornWorker", "wsgi_basic:application"), "worker_class: asgi",
+     "is a WSGI app"),
+    (("-k", "sync", "asgi_basic:app"), "worker_class: sync", "is an ASGI app"),
+    (("-k", "gthread", "starlette_app:app"), "worker_class: sync", "is an ASGI app"),
+])
+def test_check_config_refuses_a_worker_class_the_app_cannot_run_under(args, given, detected):
+    proc = run_forkserve("--check-config", *args)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("forkserve:")]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"forkserve: error: {given}") and detected in lines[0], lines[0]
+    assert "OK" not in proc.stdout
+
+
+@pytest.mark.parametrize("args, kind", [
+    (("-k", "asgi", "asgi_basic:app"), "ASGI"),
+    (("-k", "sync", "wsgi_basic:application"), "WSGI"),
+    (("starlette_app:app",), "ASGI"),
+])
+def test_check_config_accepts_a_matching_worker_class(args, kind):
+    proc = run_forkserve("--check-config", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"config OK; {args[-1]} is " in proc.stdout and f"{kind} app" in proc.stdout
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["workers-load", "preload"])
+@pytest.mark.parametrize("args, detected", [
+    (("-k", "asgi", "wsgi_basic:application"), "is a WSGI app"),
+    (("-k", "sync", "asgi_basic:app"), "is an ASGI app"),
+])
+def test_boot_refuses_a_worker_class_the_app_cannot_run_under(forkserve, args, detected,
+                                                              preload):
+    # Before: the server booted and answered every request with a 500.
+    server = forkserve(args[-1], *args[:-1], "-w", "2", *(["--preload"] if preload else []),
+                       wait=False)
+    assert server.wait_exit(20) == 3, server.log
+    log = server.log
+    refusals = [line for line in log.splitlines() if f"worker_class: {args[1]}" in line]
+    assert refusals and detected in refusals[0], log
+    assert "Booting worker" not in log
