@@ -4,15 +4,14 @@ configured with the shipped conf/nginx.conf."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import ROOT, free_port, parse_response, wait_for
+from conftest import free_port, parse_response, wait_for
 from loadgen import Load
+from servers import nginx_available, shipped_site, start_nginx
 
 pytestmark = pytest.mark.e2e
 
@@ -20,46 +19,15 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def nginx(tmp_path):
     """Start nginx with conf/nginx.conf in front of ``tmp_path/fs.sock``."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not shutil.which(binary):
+    if not nginx_available():
         pytest.skip("nginx is not installed (Debian package nginx-light)")
     port = free_port()
     sock = tmp_path / "fs.sock"
-    site = (ROOT / "conf" / "nginx.conf").read_text()
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    site = site.replace("unix:/run/forkserve/forkserve.sock", f"unix:{sock}")
-    assert f"unix:{sock}" in site and f"127.0.0.1:{port}" in site
-    (tmp_path / "site.conf").write_text(site)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "nginx.conf").write_text(f"""
-user root;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    include {tmp_path}/site.conf;
-}}
-""")
-    proc = subprocess.Popen([binary, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
-                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proxy = start_nginx(tmp_path / "nginx", shipped_site(str(sock), port), port)
     try:
-        yield {"port": port, "sock": str(sock), "proc": proc}
+        yield {"port": port, "sock": str(sock), "proc": proxy.proc}
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        proxy.stop()
 
 
 def _via_nginx(port, request: bytes, timeout=30.0):
