@@ -10,8 +10,11 @@ both servers of a pair and fails on any difference not declared below.
 
 from __future__ import annotations
 
+import copy
 import re
+import select
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -26,7 +29,8 @@ class Declared:
     """A difference that is not a forkserve bug.  ``forkserve`` and
     ``reference`` say what each server's observation holds: keys are header
     names (bytes; value None: the header is absent) or observation keys
-    (str: "version", "framing"); ``rule`` says why forkserve is right."""
+    (str: "version", "framing", or a /-separated path into a JSON body such
+    as "body/asgi/spec_version"); ``rule`` says why forkserve is right."""
 
     forkserve: dict
     reference: dict
@@ -51,6 +55,21 @@ DECLARED: list[Declared] = [
              "Content-Length when it knows the whole body: a WSGI iterable that ends "
              "before yielding a byte is a 0-byte body, and RFC 9112 6.3 makes "
              "'Content-Length: 0' and an empty chunked body the same message."),
+    Declared({"interim": None}, {"interim": 100}, "gunicorn",
+             "RFC 9110 10.1.1: a server may answer a request with Expect: 100-continue "
+             "with its final status without sending 100 first; forkserve sends 100 only "
+             "when the app starts reading the body, gunicorn as soon as the request "
+             "arrives."),
+    Declared({b"connection": b" close", "after the body": "announced close, then closed"},
+             {b"connection": b" keep-alive", "after the body": "next request answered 200"},
+             "gunicorn",
+             "RFC 9110 10.1.1: a server that answers before reading the whole content "
+             "SHOULD say whether it will close the connection or read on; closing after "
+             "'Connection: close' is the first choice, gunicorn takes the second."),
+    Declared({b"connection": b" close", "after the body": "announced close, then closed"},
+             {b"connection": None, "after the body": "next request answered 200"},
+             "uvicorn",
+             "RFC 9110 10.1.1, as above; uvicorn reads the body on."),
     Declared({"extensions": None},
              {"extensions": "permessage-deflate; server_max_window_bits=12; "
                             "client_max_window_bits=12"}, "uvicorn",
@@ -58,6 +77,21 @@ DECLARED: list[Declared] = [
              "offers; forkserve's WebSocket does not implement permessage-deflate, so it "
              "answers the handshake without Sec-WebSocket-Extensions and the messages "
              "go uncompressed."),
+    Declared({"body/wsgi.multiprocess": True}, {"body/wsgi.multiprocess": False}, "gunicorn",
+             "PEP 3333: wsgi.multiprocess is true if another process may invoke the same "
+             "app at the same time.  With forkserve that holds even with one worker: a "
+             "HUP runs the old and new generations side by side, and TTIN adds workers "
+             "at run time (gunicorn reports workers > 1 at start-up)."),
+    Declared({"body/asgi/spec_version": "2.4"}, {"body/asgi/spec_version": "2.3"}, "uvicorn",
+             "ASGI HTTP spec, spec versions: 2.4 means send() after the client is gone "
+             "raises an OSError; forkserve's send raises ClientDisconnected(OSError) and "
+             "says 2.4, so apps such as Starlette may rely on it.  uvicorn's httptools "
+             "protocol raises too but still reports 2.3."),
+    Declared({"body/padded header": "padded value"}, {"body/padded header": "padded value  "},
+             "uvicorn",
+             "RFC 9112 5 (field-line = field-name \":\" OWS field-value OWS) and RFC 9110 "
+             "5.5: whitespace around a field value is not part of it; forkserve trims it, "
+             "uvicorn (httptools) hands the app the trailing spaces."),
 ]
 
 
@@ -186,6 +220,10 @@ class Conn:
             self.buf.clear()
         return resp
 
+    def readable(self, wait: float) -> bool:
+        """Whether response bytes are there or arrive within ``wait`` s."""
+        return bool(self.buf) or bool(select.select([self.sock], [], [], wait)[0])
+
     def at_eof(self, wait: float = 1.0) -> bool:
         """Whether the server closed the connection (within ``wait`` s)."""
         if self.closed:
@@ -257,13 +295,17 @@ def observe(resp: Response, body: bool | Callable[[bytes], Any] = True,
             normalize: Iterable[Normalizer] = ()) -> dict:
     """What of ``resp`` must be the same under both servers: version, status,
     framing, every header field byte-exact (but Date and Server, and values
-    ``normalize`` hides) in order of names, and the body (or ``body(bytes)``)."""
+    ``normalize`` hides) in order of names, and the body, or what the
+    function ``body`` makes of it (then Content-Length, which follows from
+    the body, is compared present or not)."""
     fields = []
     for name, value in resp.head:
         if name in IGNORED_HEADERS:
             continue
         if name in TIMESTAMPED_HEADERS:
             value = b" <date>"
+        if name == b"content-length" and callable(body):
+            value = b" <n>"
         for fn in normalize:
             value = fn(name, value)
         fields.append((name, value))
@@ -278,6 +320,16 @@ def observe(resp: Response, body: bool | Callable[[bytes], Any] = True,
     return seen
 
 
+def _lookup(seen: Any, path: str) -> tuple[Any, str] | None:
+    """The dict holding the last part of a /-separated ``path``, and that part."""
+    *parents, last = path.split("/")
+    for part in parents:
+        if not isinstance(seen, dict) or part not in seen:
+            return None
+        seen = seen[part]
+    return (seen, last) if isinstance(seen, dict) else None
+
+
 def _facts(seen: dict, keys: Iterable) -> dict:
     facts = {}
     for key in keys:
@@ -285,12 +337,13 @@ def _facts(seen: dict, keys: Iterable) -> dict:
             values = [v for n, v in seen.get("headers", ()) if n == key]
             facts[key] = values[0] if len(values) == 1 else (None if not values else values)
         else:
-            facts[key] = seen.get(key)
+            found = _lookup(seen, key)
+            facts[key] = found[0].get(found[1]) if found else None
     return facts
 
 
 def _apply_declared(fs: dict, ref: dict, ref_name: str) -> None:
-    """Drop the declared differences from both observations."""
+    """Drop the declared differences from both observations (copies)."""
     for d in DECLARED:
         if d.reference_server != ref_name or _facts(fs, d.forkserve) != d.forkserve \
                 or _facts(ref, d.reference) != d.reference:
@@ -299,8 +352,8 @@ def _apply_declared(fs: dict, ref: dict, ref_name: str) -> None:
             for key in d.forkserve:
                 if isinstance(key, bytes):
                     seen["headers"] = [f for f in seen["headers"] if f[0] != key]
-                else:
-                    seen.pop(key, None)
+                elif found := _lookup(seen, key):
+                    found[0].pop(found[1], None)
 
 
 def differ(pair, via: str, scenario: Callable[[str, int], list[dict]]) -> list[dict]:
@@ -323,8 +376,8 @@ def differ(pair, via: str, scenario: Callable[[str, int], list[dict]]) -> list[d
         problems.append(f"{len(ours)} observations vs {len(reference)}")
     for i, (fs, ref) in enumerate(zip(ours, reference)):
         # Copies: _apply_declared edits them.  A bare value is one field.
-        fs = dict(fs) if isinstance(fs, dict) else {"value": fs}
-        ref = dict(ref) if isinstance(ref, dict) else {"value": ref}
+        fs = copy.deepcopy(fs) if isinstance(fs, dict) else {"value": fs}
+        ref = copy.deepcopy(ref) if isinstance(ref, dict) else {"value": ref}
         _apply_declared(fs, ref, ref_name)
         for key in sorted(set(fs) | set(ref), key=str):
             if fs.get(key) != ref.get(key):
@@ -340,9 +393,89 @@ def _describe(i: int, key: str, fs: Any, ref: Any, ref_name: str) -> str:
         only_ref = [f for f in ref if f not in fs]
         return (f"  step {i} headers: forkserve only {only_fs!r}; "
                 f"{ref_name} only {only_ref!r}")
+    if isinstance(fs, dict) and isinstance(ref, dict):
+        return "\n".join(_describe(i, f"{key}/{k}", fs.get(k), ref.get(k), ref_name)
+                         for k in sorted(set(fs) | set(ref), key=str) if fs.get(k) != ref.get(k))
     return f"  step {i} {key}: forkserve {_short(fs)}; {ref_name} {_short(ref)}"
 
 
 def _short(value: Any, limit: int = 300) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def read_all(host: str, port: int, request: bytes, timeout: float = 10.0) -> dict:
+    """Send ``request`` on a new connection and read until the server
+    closes it: the status line, the chunked body's payload as far as it
+    came, and whether it ended with the last chunk (for responses a failing
+    app cut short)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(request)
+        data = bytearray()
+        while True:
+            try:
+                chunk = s.recv(1 << 16)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    payload, complete = bytearray(), False
+    while (end := rest.find(b"\r\n")) > 0:
+        size = int(rest[:end].split(b";")[0], 16)
+        if size == 0:
+            complete = rest[end:end + 4] == b"\r\n\r\n"
+            break
+        if len(rest) < end + 2 + size + 2:
+            payload += rest[end + 2:end + 2 + size]
+            break
+        payload += rest[end + 2:end + 2 + size]
+        rest = rest[end + 2 + size + 2:]
+    return {"status line": head.split(b"\r\n")[0], "payload": bytes(payload),
+            "ends with the last chunk": complete}
+
+
+def expect_100_unread_body(host: str, port: int, target: str, next_target: str) -> list[dict]:
+    """POST ``target`` (a route that never reads its body) with Expect:
+    100-continue, and read the whole answer before sending the body.  The
+    server may answer without 100 (RFC 9110 10.1.1); it then has to read and
+    discard the body the client sends anyway, or say Connection: close.
+    Either way the client must not lose its next request."""
+    with Conn(host, port) as c:
+        c.send(encode_request("POST", target, [("Content-Length", "10"),
+                                                         ("Expect", "100-continue")]))
+        first = c.response("POST", interim=True)
+        final = first
+        if first.status == 100:
+            # Asked for the body.  A final answer may follow at once (the
+            # app did not want it after all): read that first, so that what
+            # the server does with the body it did not wait for shows.
+            if c.readable(1.0):
+                final = c.response("POST")
+                time.sleep(0.5)  # a client a little slow to send the body
+            c.send(b"0123456789")
+            if final is first:
+                final = c.response("POST")
+        seen = observe(final)
+        seen["interim"] = first.status if first.status == 100 else None
+        if final.header("connection") == "close":
+            seen["after the body"] = ("announced close, then closed" if c.at_eof(5)
+                                      else "announced close, kept open")
+            return [seen]
+        try:
+            if first is final:
+                time.sleep(0.5)
+                c.send(b"0123456789")
+            answer = c.request("GET", next_target)
+            seen["after the body"] = f"next request answered {answer.status}"
+        except OSError as exc:
+            seen["after the body"] = f"next request lost: {type(exc).__name__}"
+        return [seen]
+        try:
+            c.send(b"0123456789")
+            answer = c.request("GET", next_target)
+            seen["after the body"] = f"next request answered {answer.status}"
+        except OSError as exc:
+            seen["after the body"] = f"next request lost: {type(exc).__name__}"
+        return [seen]

@@ -16,7 +16,7 @@ import websockets
 from websockets.sync.client import connect as ws_connect
 
 from conftest import wait_for
-from differential import Conn, differ, encode_request, observe
+from differential import Conn, differ, encode_request, expect_100_unread_body, observe, read_all
 from servers import differential
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +245,55 @@ def test_websocket_echo_close_and_reject(pair, via):
         return seen
     ours = differ(pair, via, scenario)
     assert ours[1] == "echo: hello" and ours[3] == {"code": 4001, "reason": "asked to close"}
+
+
+ODD_REQUESTS = [
+    ("GET", "/scope/caf%C3%A9/a%2Fb/%25?x=1&x=2&y=%20z",
+     [("X-Dup", "a"), ("X-Dup", "b"), ("X-Custom-Header", "  padded value  "),
+      ("X_Underscore", "u")], b""),
+    ("POST", "/scope/form", [("Content-Type", "application/x-www-form-urlencoded")], b"a=1"),
+    ("GET", "http://test.example/scope/absolute?q=1", [], b""),
+    ("GET", "/scope/%ff%fe?raw=%ff", [("X-Latin", "caf\xe9")], b""),
+]
+
+
+def _scope(body: bytes) -> dict:
+    """The scope the app saw, with the padded header apart (see DECLARED)."""
+    scope = json.loads(body)
+    padded = [v for k, v in scope["headers"] if k == "x-custom-header"]
+    scope["headers"] = [[k, v] for k, v in scope["headers"] if k != "x-custom-header"]
+    if padded:
+        scope["padded header"] = padded[0]
+    return scope
+
+
+@VIA
+def test_asgi_scope(pair, via):
+    def scenario(host, port):
+        with Conn(host, port) as c:
+            return [observe(c.request(method, target, headers, body), _scope)
+                    for method, target, headers, body in ODD_REQUESTS]
+    differ(pair, via, scenario)
+
+
+@VIA
+def test_failing_routes(pair, via):
+    """A route that raises gets Starlette's 500, and a stream that fails
+    half-way ends as both servers end it.  (Starlette's BaseHTTPMiddleware,
+    which the app's middleware is, swallows the generator's error and ends
+    the body normally; the WSGI test sees a cut-short one.)"""
+    def scenario(host, port):
+        with Conn(host, port) as c:
+            seen = [observe(c.request("GET", "/boom"))]
+        seen.append(read_all(host, port, encode_request("GET", "/stream-fails",
+                                                        [("Connection", "close")])))
+        return seen
+    ours = differ(pair, via, scenario)
+    assert ours[0]["status"] == 500 and ours[1]["payload"] == b"line 0\nline 1\nline 2\n"
+
+
+@VIA
+def test_expect_100_continue_for_a_body_the_app_never_reads(pair, via):
+    """POST /ping is answered 405 without reading the body: see
+    expect_100_unread_body."""
+    differ(pair, via, lambda host, port: expect_100_unread_body(host, port, "/ping", "/ping"))

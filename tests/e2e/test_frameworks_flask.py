@@ -10,7 +10,8 @@ import random
 
 import pytest
 
-from differential import Conn, cookie_header, cookies_from, differ, encode_request, observe, random_cookies
+from differential import (Conn, cookie_header, cookies_from, differ, encode_request, observe,
+                          expect_100_unread_body, random_cookies, read_all)
 from servers import differential
 
 pytestmark = pytest.mark.e2e
@@ -116,3 +117,41 @@ def test_sessions_and_cookies(pair, via):
         return seen
     ours = differ(pair, via, scenario)
     assert ours[1]["body"] == {"user": "alice"} and ours[3]["body"] == {"user": None}
+
+
+# Requests whose environ is worth comparing: encoded and non-ASCII paths,
+# repeated and odd header names, a body, an absolute-form target.
+ODD_REQUESTS = [
+    ("GET", "/environ/caf%C3%A9/a%2Fb/%25?x=1&x=2&y=%20z&%C3%A9=%E2%82%AC",
+     [("X-Dup", "a"), ("X-Dup", "b"), ("X-Custom-Header", "  padded value  "),
+      ("X_Underscore", "u"), ("Accept-Encoding", "gzip")], b""),
+    ("POST", "/environ", [("Content-Type", "application/x-www-form-urlencoded")], b"a=1&b=%C3%A9"),
+    ("GET", "http://test.example/environ?absolute=1", [], b""),
+    ("GET", "/environ/%ff%fe?raw=%ff", [("X-Latin", "caf\xe9")], b""),
+]
+
+
+@VIA
+def test_wsgi_environ(pair, via):
+    def scenario(host, port):
+        with Conn(host, port) as c:
+            return [observe(c.request(method, target, headers, body), json.loads)
+                    for method, target, headers, body in ODD_REQUESTS]
+    differ(pair, via, scenario)
+
+
+@VIA
+def test_generator_failing_mid_stream(pair, via):
+    """The head is out when the app fails: the client must see a cut-short
+    body (no last chunk), never a complete one."""
+    def scenario(host, port):
+        return [read_all(host, port, encode_request("GET", "/stream-fails",
+                                                    [("Connection", "close")]))]
+    ours = differ(pair, via, scenario)
+    assert ours[0]["ends with the last chunk"] is False
+
+
+@VIA
+def test_expect_100_continue_for_a_body_the_app_never_reads(pair, via):
+    """POST /logout never reads its body: see expect_100_unread_body."""
+    differ(pair, via, lambda host, port: expect_100_unread_body(host, port, "/logout", "/ping"))

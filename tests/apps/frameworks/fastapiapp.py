@@ -9,7 +9,7 @@ import hashlib
 from contextlib import asynccontextmanager
 
 from fastapi import BackgroundTasks, FastAPI, Form, Request, UploadFile, WebSocket
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
 from starlette.websockets import WebSocketDisconnect
@@ -55,6 +55,20 @@ class Item(BaseModel):
 @app.get("/ping")
 async def ping():
     return {"pong": True}
+
+
+@app.api_route("/scope/{rest:path}", methods=["GET", "POST"])
+async def scope(request: Request, rest: str):
+    """What the server put in the scope (the parts that are the same for
+    any server on any port)."""
+    s = request.scope
+    return {"type": s["type"], "asgi": s["asgi"], "http_version": s["http_version"],
+            "method": s["method"], "scheme": s["scheme"], "path": s["path"],
+            "raw_path": s.get("raw_path", b"").decode("latin-1"), "root_path": s["root_path"],
+            "query_string": s["query_string"].decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in s["headers"]],
+            "client_host": (s.get("client") or [None])[0], "rest": rest,
+            "body": (await request.body()).decode("latin-1")}
 
 
 @app.get("/state")
@@ -105,6 +119,22 @@ async def counts():
 async def slow(seconds: float):
     await asyncio.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.get("/boom")
+async def boom():
+    raise RuntimeError("this route fails on purpose")
+
+
+@app.get("/stream-fails")
+async def stream_fails():
+    """A streamed response whose generator raises half-way."""
+    async def lines():
+        for i in range(3):
+            yield f"line {i}\n"
+            await asyncio.sleep(0)
+        raise RuntimeError("the generator fails on purpose")
+    return StreamingResponse(lines(), media_type="text/plain")
 
 
 @app.get("/sse")

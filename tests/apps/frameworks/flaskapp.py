@@ -80,3 +80,30 @@ def cookie():
     resp.set_cookie("lang", "fr", path="/docs", secure=True)
     resp.delete_cookie("old")
     return resp
+
+
+@app.route("/environ", defaults={"rest": ""}, methods=["GET", "POST"])
+@app.route("/environ/<path:rest>", methods=["GET", "POST"])
+def environ(rest):
+    """What the server put in the WSGI environ (the values that are the
+    same for any server on any port)."""
+    env = request.environ
+    keys = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL",
+            "CONTENT_TYPE", "CONTENT_LENGTH", "REMOTE_ADDR", "wsgi.url_scheme",
+            "wsgi.version", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
+            "wsgi.input_terminated"]
+    seen = {k: env.get(k) for k in keys}
+    seen["headers"] = {k: v for k, v in env.items() if k.startswith("HTTP_")}
+    seen["flask"] = {"path": request.path, "rest": rest, "args": request.args.to_dict(flat=False),
+                     "body": request.get_data(as_text=True)}
+    return jsonify(seen)
+
+
+@app.get("/stream-fails")
+def stream_fails():
+    """A streamed response whose generator raises half-way."""
+    def lines():
+        for i in range(3):
+            yield f"line {i}\n"
+        raise RuntimeError("the generator fails on purpose")
+    return Response(lines(), mimetype="text/plain")
