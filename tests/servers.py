@@ -214,9 +214,8 @@ def start_nginx(prefix: Path, site: str, port: int, user: str = "root") -> Nginx
     the directory ``prefix``; wait until it listens on ``port``."""
     prefix.mkdir(parents=True, exist_ok=True)
     (prefix / "site.conf").write_text(site)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (prefix / d).mkdir(exist_ok=True)
-    # nginx ignores ``user`` (with a warning) when not started as root.
+    # nginx makes the temporary directories itself, owned by ``user``; it
+    # ignores ``user`` (with a warning) when not started as root.
     (prefix / "nginx.conf").write_text(f"""
 user {user};
 worker_processes 1;
