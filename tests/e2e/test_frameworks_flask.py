@@ -16,6 +16,7 @@ from servers import differential
 
 pytestmark = pytest.mark.e2e
 VIA = pytest.mark.parametrize("via", ["direct", "nginx"])
+FORM = [("Content-Type", "application/x-www-form-urlencoded")]
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +103,7 @@ def test_sessions_and_cookies(pair, via):
     def scenario(host, port):
         seen, jar = [], {}
         with Conn(host, port) as c:
-            resp = c.request("POST", "/login", [("Content-Type", "application/x-www-form-urlencoded")],
-                             b"user=alice")
+            resp = c.request("POST", "/login", FORM, b"user=alice")
             seen.append(observe(resp, normalize=hide))
             cookies_from(resp, jar)
             resp = c.request("GET", "/me", [cookie_header(jar)])
@@ -125,7 +125,7 @@ ODD_REQUESTS = [
     ("GET", "/environ/caf%C3%A9/a%2Fb/%25?x=1&x=2&y=%20z&%C3%A9=%E2%82%AC",
      [("X-Dup", "a"), ("X-Dup", "b"), ("X-Custom-Header", "  padded value  "),
       ("X_Underscore", "u"), ("Accept-Encoding", "gzip")], b""),
-    ("POST", "/environ", [("Content-Type", "application/x-www-form-urlencoded")], b"a=1&b=%C3%A9"),
+    ("POST", "/environ", FORM, b"a=1&b=%C3%A9"),
     ("GET", "http://test.example/environ?absolute=1", [], b""),
     ("GET", "/environ/%ff%fe?raw=%ff", [("X-Latin", "caf\xe9")], b""),
 ]

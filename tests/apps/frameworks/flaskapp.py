@@ -9,7 +9,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, redirect, request, send_file, session, stream_with_context
+from flask import (Flask, Response, jsonify, redirect, request, send_file, session,
+                   stream_with_context)
 
 app = Flask(__name__)
 app.secret_key = "forkserve-tests-only-not-a-secret"
