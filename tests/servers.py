@@ -261,6 +261,8 @@ class Pair:
     forkserve: Backend
     reference: Backend
     proxies: dict[str, Nginx]
+    # forkserve's workers once serving: no request may take one down.
+    forkserve_workers: list[int] = field(default_factory=list)
 
     def targets(self, via: str) -> list[tuple[str, str, int]]:
         """(name, host, port) of both servers, ``direct`` or through ``nginx``."""
@@ -301,7 +303,7 @@ def differential(tmp: Path, app: str, kind: str, *, cwd: Path = FRAMEWORKS,
                 started.append(proxies[backend.name])
         for backend in backends:
             wait_serving(backend, ready_path)
-        yield Pair(backends[0], backends[1], proxies)
+        yield Pair(backends[0], backends[1], proxies, backends[0].workers())
     finally:
         for proc in reversed(started):
             proc.stop()

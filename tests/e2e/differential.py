@@ -362,7 +362,8 @@ def _apply_declared(fs: dict, ref: dict, ref_name: str) -> None:
 def differ(pair, via: str, scenario: Callable[[str, int], list[dict]]) -> list[dict]:
     """Run ``scenario`` against forkserve and the reference server of
     ``pair`` (``direct`` or through ``nginx``); fail on any difference that
-    is not declared.  Returns forkserve's observations.
+    is not declared, or if a forkserve worker died.  Returns forkserve's
+    observations.
 
     The reference runs first: if forkserve then fails with an exception,
     the failure shows what the reference answered instead."""
@@ -375,6 +376,9 @@ def differ(pair, via: str, scenario: Callable[[str, int], list[dict]]) -> list[d
                              f"  {type(exc).__name__}: {exc}\n  {ref_name}: "
                              f"{_short(reference)}") from exc
     problems = []
+    if (workers := pair.forkserve.workers()) != pair.forkserve_workers:
+        problems.append(f"  forkserve's workers {pair.forkserve_workers} are now {workers}: "
+                        f"a request took one down")
     if len(ours) != len(reference):
         problems.append(f"{len(ours)} observations vs {len(reference)}")
     for i, (fs, ref) in enumerate(zip(ours, reference)):
