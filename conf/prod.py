@@ -1,4 +1,5 @@
-"""forkserve production config: behind nginx on the same host, under systemd.
+"""forkserve production config: behind nginx (conf/nginx.conf) on the same
+host, under systemd (systemd/) or started by hand.
 
     forkserve -c conf/prod.py myproject.wsgi:application
 
@@ -11,9 +12,13 @@ import multiprocessing
 import os
 
 # nginx talks to us over a unix socket: no TCP port to firewall, and the
-# socket file's permissions decide who may connect (umask below).
+# socket file's permissions decide who may connect (umask below).  Under
+# systemd, forkserve.socket owns the socket and this bind is not used.
+# Started by hand, forkserve creates /run/forkserve (mode 0755) if missing.
 bind = os.environ.get("FORKSERVE_BIND", "unix:/run/forkserve/forkserve.sock")
 backlog = 2048
+# Started by hand, reload with: kill -HUP "$(cat /run/forkserve/forkserve.pid)"
+pidfile = "/run/forkserve/forkserve.pid"
 
 # One worker per core, plus one so a core is busy while another worker
 # waits on I/O.  Sync workers: raise threads for apps that wait on a
@@ -41,9 +46,18 @@ max_worker_memory = 0        # MiB of RSS; set it if the app is known to grow
 # nginx is the only peer allowed to say who the client is.
 forwarded_allow_ips = ["127.0.0.1", "::1", "unix"]
 
-# The socket file is created 0660 (group access for nginx's user); see the
-# systemd unit for the group.
+# The socket file is created 0660 (rw for its owner and group, nothing for
+# others; a socket has no use for x bits).  Under systemd, forkserve.socket
+# sets the same mode and the group nginx runs as.
 umask = 0o007
+
+if os.getuid() == 0:
+    # Started by hand as root (no systemd, whose unit sets User=/Group=):
+    # never run the app as root.  Workers switch to nginx's user and group
+    # (www-data on Debian and Ubuntu), and the socket file is given to them,
+    # so nginx may connect to it.
+    user = "www-data"
+    group = "www-data"
 
 # Logs go to the journal through stderr/stdout under systemd.
 errorlog = "-"

@@ -33,6 +33,9 @@ async def app(scope, receive, send):
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "websocket":
+        # The first message is websocket.connect, the handshake to answer.
+        if (await receive())["type"] != "websocket.connect":
+            return
         await send({"type": "websocket.accept"})
         while True:
             message = await receive()

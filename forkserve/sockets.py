@@ -142,14 +142,43 @@ def _bind_unix(addr: Address, backlog: int) -> socket.socket:
             raise OSError(errno.EADDRINUSE, f"{path} is in use by another server")
         finally:
             probe.close()
+    _make_parents(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The file bind() creates gets 0777 & ~umask.  x bits mean nothing on a
+    # socket (connecting takes w), so leave them out: umask 007 gives 0660,
+    # as the comment in conf/prod.py promises.  The master is still single-
+    # threaded here, so changing the process umask for the call is safe.
+    umask = os.umask(0o777)
+    os.umask(umask | 0o111)
     try:
         sock.bind(path)
         sock.listen(backlog)
     except OSError:
         sock.close()
         raise
+    finally:
+        os.umask(umask)
     return sock
+
+
+def _make_parents(path: str) -> None:
+    """Create the missing directories above a unix socket, mode 0755 whatever
+    the umask (as systemd's RuntimeDirectory= does under /run): whoever may
+    connect is decided by the socket file's own mode and owner, and a proxy
+    running as another user must be able to reach it."""
+    parent = os.path.dirname(os.path.abspath(path))
+    missing = []
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            if os.path.isdir(directory):
+                continue  # made meanwhile by someone else: theirs to set up
+            raise
+        os.chmod(directory, 0o755)  # mkdir's mode went through the umask
 
 
 def socket_from_fd(fd: int) -> socket.socket:

@@ -4,15 +4,15 @@ configured with the shipped conf/nginx.conf."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import signal
-import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, free_port, parse_response, wait_for
 from loadgen import Load
+from servers import nginx_available, shipped_site, start_nginx
 
 pytestmark = pytest.mark.e2e
 
@@ -20,46 +20,15 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def nginx(tmp_path):
     """Start nginx with conf/nginx.conf in front of ``tmp_path/fs.sock``."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not shutil.which(binary):
+    if not nginx_available():
         pytest.skip("nginx is not installed (Debian package nginx-light)")
     port = free_port()
     sock = tmp_path / "fs.sock"
-    site = (ROOT / "conf" / "nginx.conf").read_text()
-    site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    site = site.replace("unix:/run/forkserve/forkserve.sock", f"unix:{sock}")
-    assert f"unix:{sock}" in site and f"127.0.0.1:{port}" in site
-    (tmp_path / "site.conf").write_text(site)
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "nginx.conf").write_text(f"""
-user root;
-worker_processes 1;
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/nginx-error.log;
-events {{ worker_connections 512; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp_path}/body;
-    proxy_temp_path {tmp_path}/proxy;
-    fastcgi_temp_path {tmp_path}/fastcgi;
-    uwsgi_temp_path {tmp_path}/uwsgi;
-    scgi_temp_path {tmp_path}/scgi;
-    include {tmp_path}/site.conf;
-}}
-""")
-    proc = subprocess.Popen([binary, "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path),
-                             "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proxy = start_nginx(tmp_path / "nginx", shipped_site(str(sock), port), port)
     try:
-        yield {"port": port, "sock": str(sock), "proc": proc}
+        yield {"port": port, "sock": str(sock), "proc": proxy.proc}
     finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        proxy.stop()
 
 
 def _via_nginx(port, request: bytes, timeout=30.0):
@@ -162,3 +131,84 @@ def test_asgi_websocket_through_nginx(forkserve, nginx):
             return text, await ws.recv()
     text, data = asyncio.run(asyncio.wait_for(run(), 20))
     assert text == "through nginx" and data == b"\x01" * 100_000
+
+
+def test_shipped_prod_config_behind_shipped_nginx_conf(forkserve, tmp_path):
+    """conf/prod.py behind conf/nginx.conf, overriding only the socket path,
+    the pidfile, the user (and the worker count: cpu_count()+1 workers is
+    the host's business, not the test's).  Without systemd the socket's
+    directory does not exist yet; forkserve makes it, the socket is 0660,
+    and nginx, running as another user, reaches it through its group.  The
+    example WSGI app, then the example ASGI app with its chat WebSocket at
+    /ws, answer through nginx."""
+    import asyncio
+    import grp
+    import os
+    import shutil
+    import stat
+    import tempfile
+
+    import psutil
+    import websockets
+
+    if not nginx_available():
+        pytest.skip("nginx is not installed (Debian package nginx-light)")
+    as_root = os.getuid() == 0
+    # Outside pytest's tmp_path (0700): nginx's user must reach the socket.
+    base = Path(tempfile.mkdtemp(prefix="forkserve-prod-"))
+    os.chmod(base, 0o755)
+    sock = base / "run" / "forkserve" / "forkserve.sock"
+    port = free_port()
+    proxy = start_nginx(base / "nginx", shipped_site(str(sock), port), port,
+                        user="www-data" if as_root else "root")
+    overrides = ["-c", str(ROOT / "conf" / "prod.py"), "-b", f"unix:{sock}",
+                 "-p", str(base / "forkserve.pid"), "-w", "2"]
+    if as_root:
+        # prod.py runs the workers as www-data:www-data.  The test's Python
+        # may live where only root may read (pyenv under /root), so the
+        # workers stay root, in prod.py's group: the socket is then
+        # root:www-data 0660 and nginx (www-data) gets in through the group.
+        overrides += ["-u", "root"]
+    try:
+        server = forkserve("examples.hello_wsgi:application", *overrides, bind=False, cwd=ROOT)
+        mode = os.stat(sock)
+        assert stat.S_IMODE(mode.st_mode) == 0o660
+        assert stat.S_IMODE(os.stat(sock.parent).st_mode) == 0o755
+        assert (base / "forkserve.pid").read_text().strip() == str(server.pid)
+        if as_root:
+            www_data = grp.getgrnam("www-data").gr_gid
+            assert (mode.st_uid, mode.st_gid) == (0, www_data)
+            for pid in server.workers():
+                assert psutil.Process(pid).gids().real == www_data
+        status, _, body = wait_for(lambda: _ok(_via_nginx(port, b"GET / HTTP/1.1\r\nHost: t\r\n"
+                                                          b"Connection: close\r\n\r\n")),
+                                   10, what="nginx to reach forkserve")
+        assert body.startswith(b"Hello from forkserve (worker ")
+        payload = os.urandom(2_000_000)
+        status, _, body = _via_nginx(port, b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close"
+                                     b"\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
+        assert status == 200 and body == payload
+        status, _, body = _via_nginx(port, b"GET /stream HTTP/1.1\r\nHost: t\r\n"
+                                     b"Connection: close\r\n\r\n")
+        assert body == b"".join(b"line %d\n" % i for i in range(5))
+        server.stop()
+        assert not sock.exists()
+
+        forkserve("examples.hello_asgi:app", *overrides, bind=False, cwd=ROOT)
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o660
+        status, _, body = wait_for(lambda: _ok(_via_nginx(port, b"GET / HTTP/1.1\r\nHost: t\r\n"
+                                                          b"Connection: close\r\n\r\n")),
+                                   10, what="nginx to reach the ASGI app")
+        assert body.startswith(b"Hello from forkserve (worker ")  # lifespan's greeting
+        status, _, page = _via_nginx(port, b"GET /chat HTTP/1.1\r\nHost: t\r\n"
+                                     b"Connection: close\r\n\r\n")
+        assert status == 200 and b'location.host + "/ws"' in page
+
+        async def chat():
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+                await ws.send("hello over nginx")
+                return await ws.recv()
+        assert asyncio.run(asyncio.wait_for(chat(), 20)) == "echo: hello over nginx"
+    finally:
+        proxy.stop()
+        shutil.rmtree(base, ignore_errors=True)
