@@ -119,8 +119,8 @@ class Close(enum.Enum):
     DRAINING = "the worker is draining"
 
 
-_CLOSE_CLIENT, _CLOSE_KEEPALIVE_OFF, _CLOSE_DRAINING = (
-    Close.CLIENT, Close.KEEPALIVE_OFF, Close.DRAINING)
+_CLOSE_CLIENT, _CLOSE_KEEPALIVE_OFF, _CLOSE_DRAINING, _CLOSE_BODY_UNREAD = (
+    Close.CLIENT, Close.KEEPALIVE_OFF, Close.DRAINING, Close.BODY_UNREAD)
 
 
 class Expiry(enum.Enum):
@@ -228,7 +228,8 @@ class Exchange:
     """
 
     __slots__ = ("request", "start", "client", "environ", "status_code", "reason",
-                 "response_headers", "sent", "moved", "head_sent", "close", "policy")
+                 "response_headers", "sent", "moved", "head_sent", "close", "policy",
+                 "continue_pending")
 
     def __init__(self, request: Request, start: float, client: str,
                  policy: Policy) -> None:
@@ -243,6 +244,11 @@ class Exchange:
         self.moved = 0                # bytes read or written (liveness)
         self.head_sent = False
         self.policy = policy
+        # The client sent "Expect: 100-continue" with a body and waits for
+        # our "100 Continue" before sending it; the worker clears this when
+        # it sends one.
+        self.continue_pending = request.expect_continue and (
+            request.chunked or bool(request.content_length))
         if not request.keep_alive:
             self.close: Close | None = _CLOSE_CLIENT
         elif policy.keepalive <= 0:
@@ -257,9 +263,18 @@ class Exchange:
 
     def closes(self) -> bool:
         """Whether the response must say ``Connection: close``: asked now,
-        as its head goes out (a drain may have begun meanwhile)."""
-        if self.close is None and self.policy.draining:
-            self.close = _CLOSE_DRAINING
+        as its head goes out (a drain may have begun meanwhile).
+
+        A final answer to an ``Expect: 100-continue`` request whose body we
+        never asked for closes: the client may or may not send that body
+        now (RFC 9110 10.1.1), so it can be neither read as the next request
+        nor drained, and the head must say so before the client reuses the
+        connection."""
+        if self.close is None:
+            if self.continue_pending:
+                self.close = _CLOSE_BODY_UNREAD
+            elif self.policy.draining:
+                self.close = _CLOSE_DRAINING
         return self.close is not None
 
     @property

@@ -512,12 +512,11 @@ class SyncWorker(Worker):
         def send(data: bytes) -> None:
             send_all(sock, data, write_timeout, progress)
 
-        continue_sent = False
         body_read = 0
         reader = conn.reader
 
         def fill() -> bytes:
-            nonlocal continue_sent, body_read
+            nonlocal body_read
             while True:
                 try:
                     event = reader.next_event()
@@ -531,8 +530,8 @@ class SyncWorker(Worker):
                     body_read += len(event)
                     return event
                 if event is NEED_DATA:
-                    if req.expect_continue and not continue_sent:
-                        continue_sent = True
+                    if ex.continue_pending:
+                        ex.continue_pending = False
                         send(_CONTINUE)
                     reader.feed(recv_some(sock, body_timeout, progress))
                     continue
@@ -584,17 +583,17 @@ class SyncWorker(Worker):
                     self.log.error("Error closing the response iterable:\n%s",
                                    traceback.format_exc())
         if ex.close is None and reader.in_body:
-            self._drain_body(ex, reader, sock, continue_sent, body_read, progress)
+            self._drain_body(ex, reader, sock, body_read, progress)
         self.end_exchange(ex)
         return ex
 
     def _drain_body(self, ex: Exchange, reader: RequestReader, sock: socket.socket,
-                    continue_sent: bool, body_read: int, progress) -> None:
+                    body_read: int, progress) -> None:
         """Read and drop the body the app left unread, within the policy's
         bounds in bytes and time; past them the connection closes."""
         req = ex.request
         policy = self.policy
-        if req.expect_continue and not continue_sent:
+        if ex.continue_pending:
             # We never said "100 Continue": the client may not send it.
             ex.close_because(Close.BODY_UNREAD)
             return

@@ -85,6 +85,38 @@ def test_body_shorter_than_its_content_length(forkserve):
     assert _pid(server) == pids[0]
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_expect_continue_body_never_asked_for_is_announced_as_a_close(forkserve, threads):
+    """An app that answers without reading an ``Expect: 100-continue`` body:
+    no 100 went out, so the client may send the body or not (RFC 9110
+    10.1.1); the connection cannot be reused, and the head must say so
+    before the client sends its next request on it (found by the Flask
+    differential test: a POST /logout, then a GET lost to a reset)."""
+    server = forkserve(APP, "-w", "1", "--threads", threads)
+    with server.connect(10) as s:
+        s.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        buf = bytearray()
+        status, headers, body = _recv_response(s, buf)
+        assert (status, body) == (200, b"ignored")
+        assert headers.get("connection") == "close"
+        assert bytes(buf) == b""  # no "100 Continue" before it
+        s.settimeout(5)
+        assert read_until_close(s) == b""
+    # Asked for, the body is read and the connection stays usable.
+    with server.connect(10) as s:
+        s.sendall(b"POST /catch HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        s.settimeout(5)
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"0123456789GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray()
+        status, headers, body = _recv_response(s, buf)
+        assert (status, body) == (200, b"read 10")
+        assert "connection" not in headers
+        assert _recv_response(s, buf)[0] == 200
+
+
 # -- issue 12 item 3: a worker making progress always beats ------------------
 
 def test_pipelined_requests_longer_than_timeout_in_total(forkserve):

@@ -18,6 +18,10 @@ GET11 = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y: z\r\n\r\n"
 GET11_CLOSE = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 GET10 = b"GET / HTTP/1.0\r\n\r\n"
 GET10_KA = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+POST_EXPECT = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+               b"Expect: 100-continue\r\n\r\n")
+POST_EXPECT_EMPTY = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
 
 
 # request, keepalive setting, draining, what happened -> close reason (None: kept)
@@ -37,6 +41,10 @@ KEEP_ALIVE = [
     (GET11_CLOSE, 5, False, ["bad body"], Close.CLIENT),
     (GET11, 5, False, [Close.APP, "bad body"], Close.APP),
     (GET11, 5, True, ["bad body"], Close.DRAINING),
+    # a body behind "Expect: 100-continue" that no 100 asked for
+    (POST_EXPECT, 5, False, [], Close.BODY_UNREAD),
+    (POST_EXPECT, 5, False, ["100 sent"], None),
+    (POST_EXPECT_EMPTY, 5, False, [], None),
 ]
 
 
@@ -49,8 +57,12 @@ def test_keep_alive_decision(raw, keepalive, draining, events, reason):
     assert conn.state is ConnState.BUSY
     if draining:
         policy.start_draining(1.0, 30.0)
+    if "100 sent" in events:
+        ex.continue_pending = False
+        events = [e for e in events if e != "100 sent"]
     # The head goes out: Connection: close exactly when the connection closes.
-    known_at_head = reason in (Close.CLIENT, Close.KEEPALIVE_OFF, Close.DRAINING)
+    known_at_head = reason in (Close.CLIENT, Close.KEEPALIVE_OFF, Close.DRAINING) or (
+        reason is Close.BODY_UNREAD and raw is POST_EXPECT)
     assert ex.closes() is known_at_head
     for event in events:
         if event == "bad body":
