@@ -134,7 +134,9 @@ BODY_ENDS_EARLY = frozenset({"missing final CRLF", "short body"})
 
 #: Chunk-size lines with whitespace before the CRLF (issue 12 item 11): RFC
 #: 9112 section 7.1 allows none there.
-_POST_CLOSE = _POST + b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+# To a route that lets a body error through: the server answers it.
+_POST_CLOSE = (b"POST /read-body HTTP/1.1\r\nHost: t\r\n"
+               b"Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
 CHUNK_SIZE_WHITESPACE = {
     "size": _POST_CLOSE + b"5 \r\nhello\r\n0\r\n\r\n",
     "last chunk": _POST_CLOSE + b"5\r\nhello\r\n0 \r\n\r\n",

@@ -72,6 +72,9 @@ async def app(scope, receive, send):
             status, body = 500, b"caught disconnect"
         else:
             body = b"read %d" % len(data)
+    elif path == "/read-body":
+        data = await _read_body(receive)
+        body = b"read %d" % len(data or b"")
     elif path == "/ignore-body":
         body = b"ignored"
     elif path == "/sleep":

@@ -30,6 +30,9 @@ def application(environ, start_response):
             body = b"read %d" % len(environ["wsgi.input"].read())
         except Exception as exc:  # noqa: BLE001 - the point of this route
             status, body = "500 Internal Server Error", f"caught {type(exc).__name__}".encode()
+    elif path == "/read-body":
+        # No try: a broken body is the server's to answer.
+        body = b"read %d" % len(environ["wsgi.input"].read())
     elif path == "/ignore-body":
         body = b"ignored"
     elif path == "/sleep":
