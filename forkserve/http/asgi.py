@@ -1,8 +1,9 @@
-"""ASGI glue, sans-I/O: the HTTP scope from a request, and the response head
-from ``http.response.start``.
+"""ASGI glue, sans-I/O: the HTTP scope from a request, the response head
+from ``http.response.start``, and the checks on what an app sends.
 
-Message validation lives here too, so that the protocol code in
-workers/asgi.py only moves bytes and events.
+Message validation lives here, so that the protocol code in the workers only
+moves bytes and events; every check raises :class:`ResponseError` (a 500,
+or a close once the head is out) with a message naming what was wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from .proxy import Forwarded
 from .request import Request, parse_decimal
 from .response import ResponseError, check_header, date_header, status_line
 
-__all__ = ["ASGI_VERSION", "http_scope", "ResponseHead", "build_head"]
+__all__ = ["ASGI_VERSION", "ClientDisconnected", "http_scope", "ResponseHead", "build_head",
+           "head_bytes", "body_bytes", "header_lines", "accepts_trailers"]
+
+
+class ClientDisconnected(OSError):
+    """``send()`` on a connection that is gone (ASGI spec 2.4: a
+    server-specific subclass of OSError, which the server does not log)."""
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _WS_ASGI = {"version": "3.0", "spec_version": "2.4"}
@@ -113,14 +120,22 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
     """Validate an ``http.response.start`` message; ResponseError if bad."""
     head = ResponseHead()
     status = message.get("status")
-    if type(status) is not int or not 100 <= status <= 999:
-        raise ResponseError(f"invalid status {status!r}")
+    # RFC 9110 section 15: 100-599; a 1xx is never the final response.
+    if type(status) is not int or not 200 <= status <= 599:
+        raise ResponseError(f"invalid status {status!r}: an int from 200 to 599 is required")
     head.status = status
     if message.get("trailers", False):
         head.trailers = True
     lines = head.lines
     cached = _HEADER_CACHE.get
-    for item in message.get("headers", ()):
+    headers = message.get("headers", ())
+    if isinstance(headers, (bytes, str, dict)):
+        raise ResponseError(f"headers must be an iterable of [name, value] pairs, got {type(headers).__name__}")
+    try:
+        headers = iter(headers)
+    except TypeError:
+        raise ResponseError(f"headers must be an iterable of [name, value] pairs, got {type(headers).__name__}") from None
+    for item in headers:
         try:
             name, value = item
         except (TypeError, ValueError):
@@ -160,3 +175,42 @@ def head_bytes(head: ResponseHead, framing: bytes, close: bool) -> bytes:
         framing,
         b"connection: close\r\n\r\n" if close else b"\r\n",
     ))
+
+
+def body_bytes(message: dict[str, Any], key: str = "body") -> bytes:
+    """The byte string under ``key`` (default ``b""``); ResponseError if it
+    is of another type (a str is the usual mistake)."""
+    body = message.get(key, b"")
+    if type(body) is bytes:
+        return body
+    if isinstance(body, (bytearray, memoryview)):
+        return bytes(body)
+    raise ResponseError(f"{message.get('type')} {key!r} must be bytes, got {type(body).__name__}")
+
+
+def header_lines(headers: Any, what: str) -> list[bytes]:
+    """Encoded ``name: value`` lines for trailers and the like, validated."""
+    if isinstance(headers, (bytes, str, dict)):
+        raise ResponseError(f"{what} headers must be [name, value] pairs, got {type(headers).__name__}")
+    lines = []
+    try:
+        for item in headers:
+            name, value = item
+            if type(name) is not bytes or type(value) is not bytes:
+                raise ResponseError(f"{what} header name and value must be bytes, got {item!r}")
+            check_header(name, value)
+            lines.append(name + b": " + value + b"\r\n")
+    except (TypeError, ValueError):
+        raise ResponseError(f"{what} headers must be [name, value] pairs of bytes") from None
+    return lines
+
+
+def accepts_trailers(req: Request) -> bool:
+    """Whether the client said ``TE: trailers`` (the trailers extension
+    sends them only then)."""
+    for name, value in req.headers:
+        if name == b"te":
+            for item in value.split(b","):
+                if item.split(b";", 1)[0].strip(b" \t").lower() == b"trailers":
+                    return True
+    return False

@@ -20,12 +20,12 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from ..http.asgi import build_head, head_bytes
+from ..http.asgi import ClientDisconnected, build_head, head_bytes
 from ..http.request import Request
 from ..http.response import check_header, error_response
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .asgi import HTTPProtocol
+    from .asgi_protocol import HTTPProtocol
 
 __all__ = ["upgrade_to_websocket", "WebSocketSession"]
 
@@ -221,7 +221,6 @@ class WebSocketSession:
                 self.proto.close()
             return
         if state is _State.CLOSED:
-            from .asgi import ClientDisconnected
             raise ClientDisconnected("the WebSocket is closed")
         if kind == "websocket.send":
             text = message.get("text")
