@@ -155,7 +155,8 @@ class ASGIWorker(Worker):
             if len(self.connections) >= self.worker_connections:
                 victim = self._eviction_candidate()
                 if victim is None:
-                    # Every connection is in an exchange: resumed as one closes.
+                    # Every connection is in an exchange: resumed when one
+                    # closes or waits again (checked by the sweep).
                     self._set_accepting(False)
                     return
             try:
@@ -228,8 +229,10 @@ class ASGIWorker(Worker):
         self._maybe_accept()
 
     def _maybe_accept(self) -> None:
-        if (not self.accepting and not self.draining and self.resume_handle is None
-                and len(self.connections) < self.worker_connections):
+        if self.accepting or self.draining or self.resume_handle is not None:
+            return
+        if (len(self.connections) < self.worker_connections
+                or self._eviction_candidate() is not None):
             self._set_accepting(True)
 
     def connection_closed(self, proto: HTTPProtocol) -> None:
@@ -257,6 +260,8 @@ class ASGIWorker(Worker):
         now = self.loop.time()
         for conn in [c for c in self.connections if 0.0 < c.deadline <= now]:
             conn.on_deadline(now)
+        if not self.accepting:
+            self._maybe_accept()
         self.sweep_handle = (self.loop.call_later(self.sweep_interval, self.sweep)
                              if self.connections else None)
 
@@ -311,10 +316,11 @@ class ASGIWorker(Worker):
         for conn in list(self.connections):
             conn.start_drain()
         loop = self.loop
-        deadline = loop.time() + self.cfg.graceful_timeout
-        if self.connections:
+        grace = self.cfg.graceful_timeout
+        deadline = loop.time() + grace
+        if self.connections and grace > 0:
             try:
-                await asyncio.wait_for(self.drained.wait(), self.cfg.graceful_timeout or None)
+                await asyncio.wait_for(self.drained.wait(), grace)
             except asyncio.TimeoutError:
                 pass
         for conn in list(self.connections):

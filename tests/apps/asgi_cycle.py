@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 
 RECORD: dict = {}
 
@@ -126,4 +127,7 @@ async def app(scope, receive, send):
     if path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"1"))
         return await _respond(send, b"slept")
+    if path == "/block":
+        time.sleep(float(scope["query_string"] or b"1"))  # blocks the loop on purpose
+        return await _respond(send, b"unblocked")
     return await _respond(send, b"hello")
