@@ -214,7 +214,8 @@ class _Atoms:
             case "B":
                 return r.sent
             case "b":
-                return r.sent if r.sent else "-"
+                # As gunicorn: "-" only when nothing is known, "0" for none.
+                return "-" if r.sent is None else r.sent
             case "f":
                 return _header(r.request_headers, "referer")
             case "a":

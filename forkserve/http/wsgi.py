@@ -1,9 +1,16 @@
-"""PEP 3333 glue: the environ, ``wsgi.input``, ``start_response`` and
-response framing, independent of how bytes reach the socket.
+"""PEP 3333 glue: the environ, ``wsgi.input`` and ``start_response``,
+independent of how bytes reach the socket.
 
 The worker passes in two callables: ``fill()`` returns the next piece of the
 request body (``b""`` at its end) and ``send(data)`` writes bytes to the
-client.  Everything WSGI-specific lives here; the worker only moves bytes.
+client.  Everything WSGI-specific lives here; the body framing and the
+keep-alive decision are the connection core's (``http/framing.py``,
+``http/connection.py``), recorded on the exchange's
+:class:`~forkserve.http.connection.Exchange`; the worker only moves bytes.
+
+``send`` may fail with an ``OSError`` carrying ``written``, the bytes of
+that write that did reach the client: the exchange then counts exactly the
+body bytes sent (the access log's ``%(B)s`` for an aborted download).
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ import sys
 from typing import Any, Callable
 from urllib.parse import unquote_to_bytes
 
+from .connection import Close, Exchange
+from .framing import BodyFramer
 from .proxy import Forwarded
 from .request import Request, parse_decimal
-from .response import (LAST_CHUNK, ResponseError, body_allowed, check_header,
-                       chunk, date_header, status_line)
+from .response import ResponseError, check_header, date_header, status_line
 
 __all__ = ["FileWrapper", "WSGIInput", "WSGIResponse", "base_environ", "build_environ"]
 
@@ -227,12 +235,21 @@ _HOP_BY_HOP = frozenset({b"keep-alive", b"proxy-connection", b"transfer-encoding
                          b"te", b"trailer", b"upgrade", b"proxy-authenticate",
                          b"proxy-authorization"})
 
+# What start_response does with a header, by lowercased name.
+_KEEP, _LENGTH, _CONNECTION, _DROP, _SERVER, _DATE = range(6)
+_ROLE = dict.fromkeys(_HOP_BY_HOP, _DROP)
+_ROLE.update({b"content-length": _LENGTH, b"connection": _CONNECTION,
+              b"server": _SERVER, b"date": _DATE})
 
-_HEADER_CACHE: dict[tuple[str, str], tuple[bytes, bytes, bytes]] = {}
+# Validated headers by their (name, value) from the app: an app sends the
+# same few headers again and again, so each is checked, trimmed and encoded
+# once.  Entry: (name, value, role, the field line for the head).
+_HEADER_CACHE: dict[tuple[str, str], tuple[bytes, bytes, int, bytes]] = {}
+_OWS = b" \t"
 
 
-def _encode_header(item: Any) -> tuple[bytes, bytes, bytes]:
-    """Validate one (name, value) from start_response: (name, value, lower name)."""
+def _encode_header(item: Any) -> tuple[bytes, bytes, int, bytes]:
+    """Validate one (name, value) from start_response; see _HEADER_CACHE."""
     if not isinstance(item, tuple) or len(item) != 2:
         raise ResponseError(f"header must be a (name, value) tuple, got {item!r}")
     name, value = item
@@ -240,41 +257,45 @@ def _encode_header(item: Any) -> tuple[bytes, bytes, bytes]:
         raise ResponseError(f"header name and value must be str, got {item!r}")
     try:
         bname = name.encode("latin-1")
-        bvalue = value.encode("latin-1")
+        # Leading and trailing SP/HTAB are not part of a field value (RFC
+        # 9110 section 5.5): " a=1" from the app goes out as "name: a=1".
+        bvalue = value.encode("latin-1").strip(_OWS)
     except UnicodeEncodeError:
         raise ResponseError(f"header {name!r} is not latin-1") from None
     check_header(bname, bvalue)
-    return bname, bvalue, bname.lower()
+    role = _ROLE.get(bname.lower(), _KEEP)
+    entry = (bname, bvalue, role, bname + b": " + bvalue + b"\r\n")
+    if len(_HEADER_CACHE) < 2048:
+        _HEADER_CACHE[item] = entry
+    return entry
 
 
 class WSGIResponse:
-    """``start_response``, ``write()`` and framing for one exchange.
+    """``start_response``, ``write()`` and the body of one exchange.
 
     ``send`` writes bytes to the client.  The head is held back until the
     first non-empty body data (PEP 3333), so a small response goes out in a
-    single write together with its head.
+    single write together with its head.  Status, headers, bytes sent and
+    any reason to close the connection are recorded on ``ex``.
     """
 
-    __slots__ = ("send", "method", "version", "keep_alive", "status", "status_code",
-                 "headers", "content_length", "chunked", "head_sent", "sent",
-                 "must_close", "_started", "_body_allowed", "_written")
+    __slots__ = ("send", "ex", "method", "version", "status", "lines", "content_length",
+                 "framer", "head_sent", "_started", "_own_server", "_own_date")
 
-    def __init__(self, send: Callable[[bytes], None], req: Request, keep_alive: bool) -> None:
+    def __init__(self, send: Callable[[bytes], None], ex: Exchange) -> None:
         self.send = send
+        self.ex = ex
+        req = ex.request
         self.method = req.method
         self.version = req.http_version
-        self.keep_alive = keep_alive
         self.status = b""
-        self.status_code = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []
         self.content_length: int | None = None
-        self.chunked = False
+        self.framer: BodyFramer | None = None
         self.head_sent = False
-        self.sent = 0            # body bytes sent, for the access log
-        self.must_close = False
         self._started = False
-        self._body_allowed = True
-        self._written = 0        # body bytes counted against Content-Length
+        self._own_server = False
+        self._own_date = False
 
     def start_response(self, status: str, headers: list[tuple[str, str]],
                        exc_info: Any = None) -> Callable[[bytes], None]:
@@ -297,125 +318,135 @@ class WSGIResponse:
         if len(raw_status) < 4 or not code_text.isdigit() or raw_status[3:4] != b" " or code_text[:1] == b"0":
             raise ResponseError(f"invalid status {status!r}")
         code = (code_text[0] - 48) * 100 + (code_text[1] - 48) * 10 + (code_text[2] - 48)
+        reason = raw_status[4:]
         # Always HTTP/1.1: the version we conform to (RFC 9110 6.2); a 1.0
         # client still gets 1.0 framing (no chunking).
-        line = status_line(b"1.1", code, raw_status[4:])
-        out: list[tuple[bytes, bytes]] = []
-        content_length = None
+        line = status_line(b"1.1", code, reason)
         if not isinstance(headers, list):
             raise ResponseError(f"headers must be a list, got {type(headers).__name__}")
+        out: list[tuple[bytes, bytes]] = []
+        lines: list[bytes] = []
+        content_length = None
+        own_server = own_date = False
+        close = False
         cache = _HEADER_CACHE
         for item in headers:
-            # Apps send the same few headers again and again: each distinct
-            # (name, value) is validated and encoded once.
             cached = cache.get(item) if type(item) is tuple else None
             if cached is None:
                 cached = _encode_header(item)
-                if len(cache) < 2048:
-                    cache[item] = cached
-            bname, bvalue, lname = cached
-            if lname == b"content-length":
-                if content_length is not None:
-                    raise ResponseError("more than one Content-Length")
-                content_length = parse_decimal(bvalue)
-                if content_length is None:
-                    raise ResponseError(f"invalid Content-Length {bvalue!r}")
-            elif lname == b"connection":
-                if b"close" in bvalue.lower():
-                    self.keep_alive = False
-                continue
-            elif lname in _HOP_BY_HOP:
-                # Framing and connection management are the server's job.
-                continue
+            bname, bvalue, role, field_line = cached
+            if role:
+                if role == _LENGTH:
+                    if content_length is not None:
+                        raise ResponseError("more than one Content-Length")
+                    content_length = parse_decimal(bvalue)
+                    if content_length is None:
+                        raise ResponseError(f"invalid Content-Length {bvalue!r}")
+                    out.append((bname, bvalue))
+                    continue  # written by the framing
+                if role == _CONNECTION:
+                    if b"close" in bvalue.lower():
+                        close = True
+                    continue
+                if role == _DROP:
+                    # Framing and connection management are the server's job.
+                    continue
+                if role == _SERVER:
+                    own_server = True
+                else:
+                    own_date = True
             out.append((bname, bvalue))
+            lines.append(field_line)
+        # Only a successful start_response replaces the previous one (an
+        # error page after exc_info).
         self.status = line
-        self.status_code = code
-        self.headers = out
+        self.lines = lines
         self.content_length = content_length
-        self._body_allowed = body_allowed(self.method, code)
+        self._own_server = own_server
+        self._own_date = own_date
+        ex = self.ex
+        ex.set_status(code, reason)
+        ex.response_headers = out
+        if close:
+            ex.close_because(Close.APP)
         self._started = True
         return self.write
 
-    def _head(self, body_len_hint: int | None) -> bytes:
-        """The response head, deciding framing now that it must be sent."""
-        headers = self.headers
-        parts = [self.status]
-        names = set()
-        for name, value in headers:
-            names.add(name.lower())
-            parts.append(name + b": " + value + b"\r\n")
-        if b"server" not in names:
-            parts.append(b"server: forkserve\r\n")
-        if b"date" not in names:
-            parts.append(date_header())
-        if self.content_length is None and self._body_allowed:
-            if body_len_hint is not None:
-                self.content_length = body_len_hint
-                parts.append(b"content-length: %d\r\n" % body_len_hint)
-            elif self.version == b"1.1":
-                self.chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
-            else:
-                self.keep_alive = False  # the end of the body is the close
-        if not self.keep_alive:
-            parts.append(b"connection: close\r\n")
+    def _head(self, body_length: int | None) -> bytes:
+        """The response head, deciding the framing now that it must be sent."""
+        ex = self.ex
+        framer = self.framer = BodyFramer(self.method, self.version, ex.status_code,
+                                          self.content_length, body_length)
+        if framer.must_close:
+            ex.close_because(Close.FRAMING)  # close-delimited
+        self.head_sent = ex.head_sent = True
+        if ex.closes():
+            connection = b"connection: close\r\n\r\n"
         elif self.version == b"1.0":
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            connection = b"connection: keep-alive\r\n\r\n"
+        else:
+            connection = b"\r\n"
+        return b"".join((
+            self.status,
+            b"".join(self.lines),
+            b"" if self._own_server else b"server: forkserve\r\n",
+            b"" if self._own_date else date_header(),
+            framer.header,
+            connection,
+        ))
 
-    def write(self, data: bytes, body_len_hint: int | None = None) -> None:
-        """The PEP 3333 ``write()`` callable, also used for the iterable."""
+    def write(self, data: bytes, body_length: int | None = None) -> None:
+        """The PEP 3333 ``write()`` callable, also used for the iterable.
+        ``body_length``: this is the whole body (Content-Length framing)."""
         if not self._started:
             raise AssertionError("write() before start_response()")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ResponseError(f"response body must be bytes, got {type(data).__name__}")
-        if not self.head_sent:
-            head = self._head(body_len_hint)
-            self.head_sent = True
-            if not data or not self._body_allowed:
-                self.send(head)
-                return
-            self.send(head + self._frame(data))
+        if self.head_sent:
+            if data:
+                framer = self.framer
+                self._send(framer.frame(data), 0, framer.framed)  # type: ignore[union-attr]
             return
-        if data and self._body_allowed:
-            self.send(self._frame(data))
+        head = self._head(body_length)
+        framer = self.framer
+        if data:
+            self._send(head + framer.frame(data), len(head), framer.framed)  # type: ignore[union-attr]
+        else:
+            self._send(head, len(head), 0)
 
-    def _frame(self, data: bytes) -> bytes:
-        n = len(data)
-        if self.content_length is not None:
-            left = self.content_length - self._written
-            if n > left:
-                # The app sent more than it announced: never let the extra
-                # bytes reach the client as the start of another response.
-                data = data[:left]
-                n = left
-                self.must_close = True
-            self._written += n
-            self.sent += n
-            return bytes(data)
-        self.sent += n
-        if self.chunked:
-            return chunk(bytes(data))
-        return bytes(data)
+    def _send(self, out: bytes, head: int, framed: int) -> None:
+        """Write ``out`` (``head`` bytes of head, then one frame); count the
+        body bytes that reached the client."""
+        ex = self.ex
+        payload = framed - ex.sent
+        try:
+            self.send(out)
+        except OSError as exc:
+            written = getattr(exc, "written", 0) - head
+            ex.sent += self.framer.payload_in(written, payload)  # type: ignore[union-attr]
+            raise
+        ex.sent = framed
 
     def finish(self) -> None:
-        """End the body: head if not sent yet, last chunk, framing checks."""
+        """End the body: the head if not sent yet, the last chunk, and the
+        framing's verdict on reuse (a body shorter than announced)."""
         if not self.head_sent:
-            self.write(b"", body_len_hint=0)
-        if self.chunked:
-            self.send(LAST_CHUNK)
-        elif (self._body_allowed and self.content_length is not None
-              and self._written < self.content_length):
-            # Fewer bytes than announced: the client would wait forever for
-            # the rest, or read our next response as body.
-            self.must_close = True
+            self.write(b"", body_length=0)
+        framer = self.framer
+        end = framer.end()  # type: ignore[union-attr]
+        if end:
+            self.send(end)
+        if framer.must_close:  # type: ignore[union-attr]
+            self.ex.close_because(Close.FRAMING)
 
     def sendfile_plan(self, wrapper: FileWrapper) -> tuple[int, int, int] | None:
-        """For a file response: (fd, offset, count) to pass to sendfile, or
-        None when the iterable must be used.  Sends the head."""
+        """For a file response: (fd, offset, count) to pass to sendfile, after
+        the head has been sent; None when the iterable must be used.  The
+        worker adds what sendfile wrote to ``ex.sent``."""
+        if self.head_sent:
+            return None
         fd = wrapper.fileno()
-        if fd is None or self.chunked or not self._body_allowed:
+        if fd is None:
             return None
         try:
             offset = os.lseek(fd, 0, os.SEEK_CUR)
@@ -424,16 +455,9 @@ class WSGIResponse:
             return None
         if size < 0:
             return None
-        count = size if self.content_length is None else min(size, self.content_length)
-        if self.head_sent:
-            return None
-        self.send(self._head(count))
-        self.head_sent = True
-        self._written += count
-        self.sent += count
+        # The file's size is the body's length unless the app said otherwise
+        # (never chunked, so the file can go out as it is).
+        head = self._head(size if self.content_length is None else None)
+        count = self.framer.file_count(size) or 0  # type: ignore[union-attr]
+        self._send(head, len(head), 0)
         return fd, offset, count
-
-    @property
-    def close_after(self) -> bool:
-        """True when the connection must be closed after this response."""
-        return self.must_close or not self.keep_alive

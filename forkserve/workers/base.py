@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from ..app import AppLoadError, detect_kind, load_app
 from ..config import Config
 from ..heartbeat import Heartbeat, WorkerState
+from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
 
@@ -114,6 +115,49 @@ class Worker:
         # The count reaches the master's status line through maintenance():
         # once a tick, not once a request.
         self.nr += 1
+
+    # -- one exchange, whatever the worker kind --------------------------
+
+    def begin_request(self, ex: Exchange) -> bool:
+        """Before the app sees a request: the ``pre_request`` hook, given a
+        :class:`RequestView`.  False if the hook failed (logged): answer
+        that request with a 500 and do not call the app."""
+        hook = self.cfg.hooks.get("pre_request")
+        if hook is None:
+            return True
+        try:
+            hook(self, RequestView(ex.request))
+        except Exception:
+            self.log.error("pre_request hook failed for %s:\n%s",
+                           ex.request.raw_line.decode("latin-1"), traceback.format_exc())
+            return False
+        return True
+
+    def end_exchange(self, ex: Exchange) -> None:
+        """After every exchange, every worker kind: ``post_request(worker,
+        req, environ, resp)`` (``environ`` is the ASGI scope for ASGI,
+        ``resp`` the Exchange; a failure is logged, never fatal), the
+        access log line, the request count for ``max_requests``, and a
+        heartbeat: a worker that completes requests is making progress."""
+        hook = self.cfg.hooks.get("post_request")
+        if hook is not None:
+            try:
+                hook(self, RequestView(ex.request), ex.environ, ex)
+            except Exception:
+                self.log.error("post_request hook failed for %s:\n%s",
+                               ex.request.raw_line.decode("latin-1"), traceback.format_exc())
+        access_log = self.access_log
+        if access_log.enabled:
+            access_log.log_exchange(ex.request, ex.client, ex.status_code, ex.sent,
+                                    ex.response_headers, ex.start)
+        self.request_done()
+        self.beat_after_exchange()
+
+    def beat_after_exchange(self) -> None:
+        """The heartbeat after a completed exchange.  A worker that runs
+        several exchanges at once (threads) beats from its loop instead, so
+        that one stuck exchange still stops the beats."""
+        self.heartbeat.beat()
 
     def run(self) -> int:
         """post_worker_init, app startup, READY, serve; the exit code."""

@@ -5,6 +5,11 @@ never stalls; while a request is being served it needs ordinary blocking
 reads and writes, but bounded in time.  ``socket.settimeout`` would poll
 before every call; these try the call first and poll only when the kernel
 says it would block.
+
+``progress(n)`` is called with the bytes each call moved (0 for a second
+spent waiting on a slow client); the worker decides what counts as progress
+(``Exchange.progressing``).  A write cut short by the client raises with
+``written``, the bytes of that write the client did get.
 """
 
 from __future__ import annotations
@@ -21,18 +26,27 @@ __all__ = ["ClientGone", "ClientTimeout", "recv_some", "send_all", "sendfile_all
 class ClientGone(ConnectionError):
     """The client closed or reset the connection mid-exchange."""
 
+    written = 0
+
 
 class ClientTimeout(TimeoutError):
     """The client made no progress within the allowed time."""
 
+    written = 0
+
+
+def _cut(exc: OSError, written: int) -> OSError:
+    exc.written = written  # type: ignore[attr-defined]
+    return exc
+
 
 def _wait(sock: socket.socket, event: int, timeout: float,
-          progress: Callable[[], None]) -> None:
+          progress: Callable[[int], None]) -> None:
     """Wait until ``sock`` is ready, for at most ``timeout`` seconds.
 
-    Waiting on a slow client is not the worker being stuck: ``progress`` is
-    called every second meanwhile, so the heartbeat keeps going while the
-    client's own timeout bounds the wait.
+    Waiting on a slow client is not the worker being stuck: ``progress(0)``
+    is called every second meanwhile, and the worker decides whether the
+    client is still moving bytes fast enough for that to count.
     """
     poller = select.poll()
     poller.register(sock, event)
@@ -43,10 +57,10 @@ def _wait(sock: socket.socket, event: int, timeout: float,
             raise ClientTimeout("client did not make progress in time")
         if poller.poll(min(left, 1.0) * 1000.0):
             return
-        progress()
+        progress(0)
 
 
-def recv_some(sock: socket.socket, timeout: float, progress: Callable[[], None],
+def recv_some(sock: socket.socket, timeout: float, progress: Callable[[int], None],
               size: int = 65536) -> bytes:
     """Up to ``size`` bytes; ``b""`` on EOF; waits at most ``timeout`` seconds
     without data."""
@@ -58,12 +72,12 @@ def recv_some(sock: socket.socket, timeout: float, progress: Callable[[], None],
             continue
         except (ConnectionResetError, BrokenPipeError) as exc:
             raise ClientGone(str(exc)) from None
-        progress()
+        progress(len(data))
         return data
 
 
 def send_all(sock: socket.socket, data: bytes, timeout: float,
-             progress: Callable[[], None]) -> None:
+             progress: Callable[[int], None]) -> None:
     """Write all of ``data``; ``timeout`` bounds each stall, not the total."""
     try:
         sent = sock.send(data)
@@ -72,22 +86,27 @@ def send_all(sock: socket.socket, data: bytes, timeout: float,
     except (ConnectionResetError, BrokenPipeError) as exc:
         raise ClientGone(str(exc)) from None
     if sent == len(data):
+        progress(sent)
         return
+    total = sent
     view = memoryview(data)[sent:]
     while view:
-        _wait(sock, select.POLLOUT, timeout, progress)
         try:
+            _wait(sock, select.POLLOUT, timeout, progress)
             sent = sock.send(view)
         except BlockingIOError:
             continue
+        except ClientTimeout as exc:
+            raise _cut(exc, total) from None
         except (ConnectionResetError, BrokenPipeError) as exc:
-            raise ClientGone(str(exc)) from None
+            raise _cut(ClientGone(str(exc)), total) from None
         view = view[sent:]
-        progress()
+        total += sent
+        progress(sent)
 
 
 def sendfile_all(sock: socket.socket, fd: int, offset: int, count: int, timeout: float,
-                 progress: Callable[[], None]) -> int:
+                 progress: Callable[[int], None]) -> int:
     """os.sendfile ``count`` bytes from ``fd`` at ``offset``; returns bytes sent
     (fewer only if the file was shorter than expected)."""
     sent_total = 0
@@ -96,12 +115,15 @@ def sendfile_all(sock: socket.socket, fd: int, offset: int, count: int, timeout:
             sent = os.sendfile(sock.fileno(), fd, offset + sent_total,
                                min(count - sent_total, 1 << 30))
         except BlockingIOError:
-            _wait(sock, select.POLLOUT, timeout, progress)
+            try:
+                _wait(sock, select.POLLOUT, timeout, progress)
+            except ClientTimeout as exc:
+                raise _cut(exc, sent_total) from None
             continue
         except (ConnectionResetError, BrokenPipeError) as exc:
-            raise ClientGone(str(exc)) from None
+            raise _cut(ClientGone(str(exc)), sent_total) from None
         if sent == 0:
             break  # the file is shorter than it was
         sent_total += sent
-        progress()
+        progress(sent)
     return sent_total

@@ -8,9 +8,31 @@ runs in the loop's own thread (one request at a time, like gunicorn's sync
 worker, but with keep-alive); with ``threads = N`` it runs in a pool of N
 threads while the loop keeps accepting (like gunicorn's gthread).
 
-Liveness: the loop beats the heartbeat on every turn.  A request that makes
-no progress (no app return, no bytes read or written) for ``timeout``
-seconds stops the beats, and the arbiter kills the worker.
+The worker only moves bytes and calls the app: framing, keep-alive, error
+responses, draining and the end of an exchange are the connection core's
+(``http/framing.py``, ``http/connection.py``, ``Worker.end_exchange``).
+
+Liveness: the loop beats the heartbeat on every turn, and every completed
+exchange beats (a run of pipelined requests or a burst of accepts served
+back to back is progress).  While an exchange waits on its client, bytes
+moving count as progress only at a real rate (``Exchange.progressing``): a
+body trickled a byte at a time does not keep the worker alive.  A request
+that makes no progress for ``timeout`` seconds stops the beats, and the
+arbiter kills the worker.
+
+Bounds on clients: a request head must arrive within ``header_timeout``;
+each stall of a body read or a response write is bounded by
+``body_timeout``/``write_timeout``; an unread request body is drained after
+the response for at most 1 MiB and 1 s, else the connection is closed (a
+lingering close, so the client still reads the response); at
+``worker_connections`` the connection waiting longest (idle, or sending its
+head slowly) makes room for a new one.
+
+Graceful stop (TERM, recycling): no accept() once the flag is seen, even for
+listeners already reported readable; exchanges in flight finish; idle
+keep-alive connections stay open until a request arrives (answered with
+``Connection: close``) or their keep-alive timeout ends, within
+``graceful_timeout``.
 """
 
 from __future__ import annotations
@@ -28,6 +50,8 @@ import traceback
 from typing import Any
 
 from ..heartbeat import WorkerState
+from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection, Policy,
+                               error_status, eviction_candidate)
 from ..http.proxy import ProxyTrust
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
@@ -40,15 +64,11 @@ __all__ = ["SyncWorker"]
 _ACCEPT = object()
 _WAKE = object()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Unread request body the worker will read and drop to keep a connection
-# alive; beyond this it closes the connection instead.
-_DRAIN_LIMIT = 1 << 20
-# On graceful stop, how long a new connection may take to send its first
-# request before it is closed.
-_FIRST_REQUEST_GRACE = 2.0
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
-# How long a connection refused with an error is drained before it closes.
-_LINGER = 2.0
+_monotonic = time.monotonic
+# Enum members as constants on the per-request paths (a class lookup each
+# time costs as much as a small function call).
+_HEAD, _LINGER, _CLIENT_GONE = ConnState.HEAD, ConnState.LINGER, Close.CLIENT_GONE
 
 
 def limits_from(cfg: Any) -> Limits:
@@ -63,24 +83,24 @@ def limits_from(cfg: Any) -> Limits:
     )
 
 
-class Connection:
-    """A client connection between requests (idle, or its head arriving)."""
+class Connection(HTTPConnection):
+    """A client connection of this worker: the core's state plus the socket."""
 
-    __slots__ = ("sock", "peer", "reader", "deadline", "progress", "request", "served",
-                 "registered", "lingering")
+    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered")
 
-    def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader) -> None:
+    def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader,
+                 policy: Policy, now: float) -> None:
+        super().__init__(policy, now)
         self.sock = sock
         self.peer = peer
+        self.client = peer[0] if peer else "unix"
         self.reader = reader
-        self.deadline = 0.0     # idle or header deadline, monotonic
         self.progress = 0.0     # last progress while in the app, monotonic
         self.request: Request | None = None
-        self.served = 0
         self.registered = False  # in the selector
-        self.lingering = False   # answered with an error; draining before close
 
     def close(self) -> None:
+        self.state = ConnState.CLOSED
         try:
             self.sock.close()
         except OSError:
@@ -96,26 +116,21 @@ class SyncWorker(Worker):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.threads = cfg.threads
-        self.keepalive = cfg.keepalive
         # Zero means no limit: a day stands in for it.
         self.body_timeout = cfg.body_timeout or 86400.0
         self.write_timeout = cfg.write_timeout or 86400.0
         self.limits = limits_from(cfg)
+        self.policy = Policy.from_config(cfg)
+        self.max_connections = cfg.worker_connections
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}     # waiting in the loop, by fd
         self.busy: dict[int, Connection] = {}      # in the app, by fd
-        self.done: queue.SimpleQueue[tuple[Connection, bool]] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[tuple[Connection, Exchange | None]] = queue.SimpleQueue()
         self.jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
-        self.lock = threading.Lock()
         self.accepting = False
         name, port = self._server_name()
         self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
-        # Read once: Config attribute access is a lookup, and this is the
-        # hot path.
-        self.header_timeout = cfg.header_timeout
-        self.pre_request = cfg.hooks.get("pre_request")
-        self.post_request = cfg.hooks.get("post_request")
 
     def _server_name(self) -> tuple[str, str]:
         for lst in self.listeners:
@@ -146,7 +161,10 @@ class SyncWorker(Worker):
             for key, _ in select(self._select_timeout()):
                 data = key.data
                 if data is _ACCEPT:
-                    self._accept(key.fileobj)
+                    # TERM may have arrived while serving an earlier event
+                    # of this very batch: then no more accepts at all.
+                    if self.alive:
+                        self._accept(key.fileobj)
                 elif data is _WAKE:
                     self._drain_wake()
                 else:
@@ -163,12 +181,18 @@ class SyncWorker(Worker):
         # Threaded: beat only while every in-flight request is progressing,
         # so a stuck request still trips the arbiter's timeout.
         oldest = min(c.progress for c in list(self.busy.values()))
-        if self.cfg.timeout <= 0 or time.monotonic() - oldest < self.cfg.timeout:
+        if self.cfg.timeout <= 0 or _monotonic() - oldest < self.cfg.timeout:
             beat()
         else:
             for c in list(self.busy.values()):
                 if c.progress == oldest and c.request is not None:
                     self.heartbeat.set_current(c.request.raw_line)
+
+    def beat_after_exchange(self) -> None:
+        # With a thread pool the loop beats, judging every exchange in
+        # flight (see _beat): one finishing must not hide one stuck.
+        if self.threads == 1:
+            self.heartbeat.beat()
 
     def _select_timeout(self) -> float:
         timeout = 1.0
@@ -187,11 +211,20 @@ class SyncWorker(Worker):
                 self.selector.unregister(lst.sock)
 
     def _accept(self, lsock: socket.socket) -> None:
-        limit = self.cfg.worker_connections
+        limit = self.max_connections
         for _ in range(64):
-            if len(self.conns) + len(self.busy) >= limit:
-                self._set_accepting(False)
+            if not self.alive:
                 return
+            if len(self.conns) + len(self.busy) >= limit:
+                # Full: make room by closing the connection that has waited
+                # longest on its client, so slow or idle clients cannot
+                # starve a fresh one; stop accepting only if every
+                # connection is in an exchange.
+                victim = eviction_candidate(self.conns.values())
+                if victim is None:
+                    self._set_accepting(False)
+                    return
+                self._evict(victim)
             try:
                 sock, peer = lsock.accept()
             except BlockingIOError:
@@ -202,7 +235,7 @@ class SyncWorker(Worker):
                     # than spin on a listener that stays readable.
                     self.log.warning("accept() failed: %s; pausing accepts", exc.strerror)
                     self._set_accepting(False)
-                    self._resume_at = time.monotonic() + 0.5
+                    self._resume_at = _monotonic() + 0.5
                     return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
@@ -212,8 +245,7 @@ class SyncWorker(Worker):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             else:
                 peer = None
-            conn = Connection(sock, peer, RequestReader(self.limits))
-            conn.deadline = time.monotonic() + self.cfg.header_timeout
+            conn = Connection(sock, peer, RequestReader(self.limits), self.policy, _monotonic())
             fd = sock.fileno()
             self.conns[fd] = conn
             # Most clients send the request with the connection: read now,
@@ -226,6 +258,18 @@ class SyncWorker(Worker):
 
     _resume_at = 0.0
 
+    def _evict(self, conn: Connection) -> None:
+        """Close a waiting connection to make room; a head arriving too
+        slowly is told why (408)."""
+        self.log.debug("worker_connections reached: closing a %s connection from %s",
+                       conn.state.value, conn.peer)
+        if conn.state is ConnState.HEAD:
+            try:
+                conn.sock.send(error_response(408))
+            except OSError:
+                pass
+        self._close(conn)
+
     def _drain_wake(self) -> None:
         try:
             while os.read(self.wake_r, 4096):
@@ -234,21 +278,20 @@ class SyncWorker(Worker):
             pass
         while True:
             try:
-                conn, keep = self.done.get_nowait()
+                conn, ex = self.done.get_nowait()
             except queue.Empty:
                 break
             self.busy.pop(conn.sock.fileno(), None)
-            if self._finish_exchange(conn, keep):
+            if self._finish_exchange(conn, ex):
                 self.conns[conn.sock.fileno()] = conn
                 self.selector.register(conn.sock, selectors.EVENT_READ, conn)
                 conn.registered = True
                 self._next_request(conn)
 
     def _on_readable(self, conn: Connection) -> None:
-        if conn.lingering:
+        if conn.state is _LINGER:
             self._linger(conn)
             return
-        reader = conn.reader
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:
@@ -256,11 +299,9 @@ class SyncWorker(Worker):
         except OSError:
             self._close(conn)
             return
-        if data and reader.idle:
-            # First byte of a new request: the whole head must arrive within
-            # header_timeout from now.
-            conn.deadline = time.monotonic() + self.cfg.header_timeout
-        reader.feed(data)
+        if data and conn.state is not _HEAD:
+            conn.data_arrived(_monotonic())
+        conn.reader.feed(data)
         self._next_request(conn)
 
     def _next_request(self, conn: Connection) -> None:
@@ -271,7 +312,7 @@ class SyncWorker(Worker):
                 event = conn.reader.next_event()
             except HTTPError as exc:
                 self.log.debug("Refused request from %s: %s", conn.peer, exc)
-                self._refuse(conn, exc.status)
+                self._refuse(conn, error_response(exc.status))
                 return
             if event is NEED_DATA:
                 return
@@ -279,16 +320,17 @@ class SyncWorker(Worker):
                 # ConnectionClosed: the client is done.
                 self._close(conn)
                 return
+            if not self.alive:
+                self._start_drain()
             conn.request = event
-            conn.progress = time.monotonic()
             if self.threads > 1:
                 self._submit(conn)
                 return
             heartbeat = self.heartbeat
             heartbeat.set_current(event.raw_line)
-            keep = self.handle(conn, event)
+            ex = self.handle(conn, event)
             heartbeat.set_current(b"")
-            if not self._finish_exchange(conn, keep):
+            if not self._finish_exchange(conn, ex):
                 return
 
     def _submit(self, conn: Connection) -> None:
@@ -298,26 +340,35 @@ class SyncWorker(Worker):
         if conn.registered:
             self.selector.unregister(conn.sock)
             conn.registered = False
+        conn.progress = _monotonic()
         self.busy[fd] = conn
         self.jobs.put(conn)
 
-    def _finish_exchange(self, conn: Connection, keep: bool) -> bool:
+    def _finish_exchange(self, conn: Connection, ex: Exchange | None) -> bool:
         """After a response: close, or wait for the next request.  True if
         the connection stays open."""
         conn.request = None
-        conn.served += 1
-        if not keep or not self.alive:
-            self._close(conn)
-            return False
-        conn.reader.start_next()
-        if conn.reader.buffered:
-            conn.deadline = time.monotonic() + self.header_timeout
+        reader = conn.reader
+        if ex is not None and conn.finish(ex, _monotonic(), reader.buffered > 0):
+            try:
+                reader.start_next()
+                return True
+            except RuntimeError:
+                # Not reachable while every reader error reaches the
+                # exchange; if one ever does not, close, never crash.
+                self.log.error("Request reader not done after an exchange; closing")
+        if ex is not None and ex.close is not _CLIENT_GONE and (
+                ex.close is Close.BAD_BODY or _body_left(reader)):
+            # The client may still be sending its body: close lingering, so
+            # that it reads the response instead of a reset.
+            self._refuse(conn, b"")
         else:
-            conn.deadline = time.monotonic() + self.keepalive
-        return True
+            self._close(conn)
+        return False
 
-    def _refuse(self, conn: Connection, status: int) -> None:
-        """Answer with an error and close, reading no further request.
+    def _refuse(self, conn: Connection, response: bytes) -> None:
+        """Send ``response`` (an error, or nothing) and close, reading no
+        further request.
 
         The close lingers (as nginx's does): shut our side, then read and
         drop what the client is still sending for a moment.  Closing with
@@ -325,13 +376,13 @@ class SyncWorker(Worker):
         could lose the very response that tells it what went wrong.
         """
         try:
-            conn.sock.send(error_response(status))
+            if response:
+                conn.sock.send(response)
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             self._close(conn)
             return
-        conn.lingering = True
-        conn.deadline = time.monotonic() + _LINGER
+        conn.refuse(_monotonic())
         fd = conn.sock.fileno()
         self.conns[fd] = conn
         if not conn.registered:
@@ -358,54 +409,57 @@ class SyncWorker(Worker):
             except (KeyError, ValueError):
                 pass
         conn.close()
-        if not self.accepting and self.alive and time.monotonic() >= self._resume_at:
+        if not self.accepting and self.alive and _monotonic() >= self._resume_at:
             self._set_accepting(True)
 
     def _expire(self) -> None:
-        now = time.monotonic()
+        now = _monotonic()
         if not self.accepting and self.alive and now >= self._resume_at and (
-                len(self.conns) + len(self.busy) < self.cfg.worker_connections):
+                len(self.conns) + len(self.busy) < self.max_connections):
             self._set_accepting(True)
         expired = [c for c in self.conns.values() if c.deadline <= now]
         for conn in expired:
-            if conn.lingering:
-                self._close(conn)
-            elif conn.reader.idle:
+            action = conn.expired(now)
+            if action is Expiry.CLOSE:
+                if conn.state is ConnState.LINGER:
+                    self._close(conn)
+                    continue
                 # This worker may have been busy in the app past the
                 # deadline while a request sat unread in the kernel: read
                 # before deciding the client is idle.
                 fd = conn.sock.fileno()
                 self._on_readable(conn)
-                if self.conns.get(fd) is conn and conn.reader.idle and conn.deadline <= now:
+                if self.conns.get(fd) is conn and conn.expired(now) is Expiry.CLOSE:
                     self._close(conn)
-            else:
+            elif action is Expiry.TIMEOUT:
                 # Slow head (slowloris): tell the client why, then close.
-                self._refuse(conn, 408)
+                self._refuse(conn, error_response(408))
 
     def _thread_main(self) -> None:
         while True:
             conn = self.jobs.get()
             if conn is None:
                 return
-            keep = False
+            ex = None
             try:
-                keep = self.handle(conn, conn.request)  # type: ignore[arg-type]
+                ex = self.handle(conn, conn.request)  # type: ignore[arg-type]
             finally:
-                self.done.put((conn, keep))
+                self.done.put((conn, ex))
                 try:
                     os.write(self.wake_w, b"\0")
                 except BlockingIOError:
                     pass  # the pipe is full: the loop is already awake
 
-    def _shutdown(self, pool: list[threading.Thread]) -> None:
-        """Drain: no new connections; finish what is in flight.
+    # -- graceful stop -----------------------------------------------------
 
-        A connection that has not sent its first request yet gets a moment
-        to send it (clients retry a request on a reused connection that the
-        server closed, but not on a fresh one).  An idle keep-alive
-        connection is closed at once, unless its next request is already
-        waiting in the kernel; that one is served, with Connection: close.
-        """
+    def _start_drain(self) -> None:
+        """From the moment the loop sees that it must stop: no accepts, and
+        every connection bound by the drain policy (http/connection.py)."""
+        policy = self.policy
+        if policy.draining:
+            return
+        now = _monotonic()
+        policy.start_draining(now, self.cfg.graceful_timeout)
         self.heartbeat.set_state(WorkerState.STOPPING)
         self._set_accepting(False)
         for lst in self.listeners:
@@ -413,17 +467,15 @@ class SyncWorker(Worker):
                 lst.sock.close()
             except OSError:
                 pass
-        now = time.monotonic()
-        for conn in list(self.conns.values()):
-            if conn.served and conn.reader.idle:
-                self._on_readable(conn)
-                if conn.sock.fileno() in self.conns and conn.reader.idle:
-                    self._close(conn)
-            else:
-                conn.deadline = min(conn.deadline, now + _FIRST_REQUEST_GRACE)
-        deadline = now + self.cfg.graceful_timeout
+        for conn in self.conns.values():
+            conn.start_drain(now)
+
+    def _shutdown(self, pool: list[threading.Thread]) -> None:
+        """Drain (see the module docstring), then stop the thread pool."""
+        self._start_drain()
+        deadline = self.policy.drain_deadline
         beat = self.heartbeat.beat
-        while (self.conns or self.busy) and time.monotonic() < deadline:
+        while (self.conns or self.busy) and _monotonic() < deadline:
             self._beat(beat)
             for key, _ in self.selector.select(0.2):
                 if key.data is _WAKE:
@@ -437,71 +489,89 @@ class SyncWorker(Worker):
 
     # -- one exchange ------------------------------------------------------
 
-    def handle(self, conn: Connection, req: Request) -> bool:
-        """Serve one request; True if the connection may be kept alive."""
+    def handle(self, conn: Connection, req: Request) -> Exchange:
+        """Serve one request; the exchange says whether the connection may
+        be kept alive."""
         sock = conn.sock
         body_timeout = self.body_timeout
         write_timeout = self.write_timeout
         inline = self.threads == 1
         beat = self.heartbeat.beat
+        start = _monotonic()
+        ex = conn.begin(req, start, conn.client)
+        grace = start + self.policy.rate_grace
 
-        def progress() -> None:
-            conn.progress = time.monotonic()
-            if inline:
-                beat()
+        def progress(n: int) -> None:
+            ex.moved += n
+            now = _monotonic()
+            if now <= grace or ex.progressing(now):
+                conn.progress = now
+                if inline:
+                    beat()
 
         def send(data: bytes) -> None:
             send_all(sock, data, write_timeout, progress)
 
-        state = {"continue_sent": False}
+        continue_sent = False
+        body_read = 0
         reader = conn.reader
 
         def fill() -> bytes:
+            nonlocal continue_sent, body_read
             while True:
-                event = reader.next_event()
+                try:
+                    event = reader.next_event()
+                except HTTPError as exc:
+                    # The reader is dead now: whatever the app makes of
+                    # this (Django and Flask answer it), the connection
+                    # closes after the response.
+                    ex.body_error(exc)
+                    raise
                 if type(event) is bytes:
+                    body_read += len(event)
                     return event
                 if event is NEED_DATA:
-                    if req.expect_continue and not state["continue_sent"]:
-                        state["continue_sent"] = True
+                    if req.expect_continue and not continue_sent:
+                        continue_sent = True
                         send(_CONTINUE)
                     reader.feed(recv_some(sock, body_timeout, progress))
                     continue
                 return b""  # EndOfMessage (trailers are not part of WSGI)
 
-        keep_alive = req.keep_alive and self.alive and self.keepalive > 0
-        resp = WSGIResponse(send, req, keep_alive)
+        resp = WSGIResponse(send, ex)
         wsgi_input = WSGIInput(fill)
         peer = conn.peer
         forwarded = self.proxy.resolve(peer[0] if peer else None, req.headers)
         environ = build_environ(self.environ_base, req, wsgi_input, peer, forwarded)
-        start = time.monotonic()
+        ex.environ = environ
+        if forwarded.client is not None:
+            ex.client = forwarded.client
         result: Any = None
         try:
-            if self.pre_request is not None:
-                self.pre_request(self, req)
+            if not self.begin_request(ex):
+                raise _HookFailed()
             result = self.app(environ, resp.start_response)
-            self._write_result(resp, result, sock, write_timeout, progress)
+            self._write_result(resp, result, sock, write_timeout, progress, ex)
             resp.finish()
         except ClientGone:
-            resp.must_close = True
+            ex.close_because(Close.CLIENT_GONE)
         except ClientTimeout:
-            resp.must_close = True
+            ex.close_because(Close.CLIENT_GONE)
             # A client that stopped reading: reset the connection, so the
             # kernel drops the unsent response instead of trickling it out.
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
         except Exception as exc:
-            resp.must_close = True
             if isinstance(exc, HTTPError):
                 # The body was malformed while the app read it.
-                status = exc.status
                 self.log.debug("Bad request body from %s: %s", peer, exc)
-            else:
-                status = 500
+            elif not isinstance(exc, _HookFailed):
                 self.log.error("Error handling request %s:\n%s",
                                req.raw_line.decode("latin-1"), traceback.format_exc())
+            ex.close_because(Close.APP_ERROR)
             if not resp.head_sent:
-                resp.status_code = status
+                status = error_status(exc)
+                ex.set_status(status)
+                ex.response_headers = []
                 try:
                     send(error_response(status, req.http_version))
                 except (ClientGone, ClientTimeout):
@@ -513,37 +583,68 @@ class SyncWorker(Worker):
                 except Exception:
                     self.log.error("Error closing the response iterable:\n%s",
                                    traceback.format_exc())
-        keep = not resp.close_after
-        if keep and reader.in_body:
-            # The app did not read the whole body.  If we never said
-            # "100 Continue" the client may not send it at all.
-            if req.expect_continue and not state["continue_sent"]:
-                keep = False
-            else:
-                try:
-                    keep = wsgi_input.drain(_DRAIN_LIMIT)
-                except (HTTPError, ClientGone, ClientTimeout):
-                    keep = False
-        self.request_done()
-        if self.post_request is not None:
+        if ex.close is None and reader.in_body:
+            self._drain_body(ex, reader, sock, continue_sent, body_read, progress)
+        self.end_exchange(ex)
+        return ex
+
+    def _drain_body(self, ex: Exchange, reader: RequestReader, sock: socket.socket,
+                    continue_sent: bool, body_read: int, progress) -> None:
+        """Read and drop the body the app left unread, within the policy's
+        bounds in bytes and time; past them the connection closes."""
+        req = ex.request
+        policy = self.policy
+        if req.expect_continue and not continue_sent:
+            # We never said "100 Continue": the client may not send it.
+            ex.close_because(Close.BODY_UNREAD)
+            return
+        limit = policy.drain_bytes
+        if req.content_length is not None and req.content_length - body_read > limit:
+            ex.close_because(Close.BODY_UNREAD)
+            return
+        deadline = _monotonic() + policy.drain_time
+        total = 0
+        while True:
             try:
-                self.post_request(self, req, environ, resp)
-            except Exception:
-                self.log.exception("post_request hook failed")
-        if self.access_log.enabled:
-            self.access_log.log_exchange(req, environ["REMOTE_ADDR"] or "unix", resp.status_code,
-                                         resp.sent, resp.headers, start)
-        return keep
+                event = reader.next_event()
+            except HTTPError as exc:
+                ex.body_error(exc)
+                return
+            if type(event) is bytes:
+                total += len(event)
+                if total > limit:
+                    ex.close_because(Close.BODY_UNREAD)
+                    return
+                continue
+            if event is not NEED_DATA:
+                return  # EndOfMessage: the connection can be reused
+            left = deadline - _monotonic()
+            if left <= 0:
+                ex.close_because(Close.BODY_UNREAD)
+                return
+            try:
+                reader.feed(recv_some(sock, left, progress))
+            except ClientTimeout:
+                ex.close_because(Close.BODY_UNREAD)
+                return
+            except ClientGone:
+                ex.close_because(Close.CLIENT_GONE)
+                return
 
     def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
-                      write_timeout: float, progress) -> None:
+                      write_timeout: float, progress, ex: Exchange) -> None:
         if isinstance(result, FileWrapper):
             plan = resp.sendfile_plan(result)
             if plan is not None:
                 fd, offset, count = plan
-                sent = sendfile_all(sock, fd, offset, count, write_timeout, progress)
+                try:
+                    sent = sendfile_all(sock, fd, offset, count, write_timeout, progress)
+                except OSError as exc:
+                    ex.sent += getattr(exc, "written", 0)
+                    raise
+                ex.sent += sent
                 if sent < count:
-                    resp.must_close = True
+                    ex.close_because(Close.FRAMING)  # the file shrank
                 return
         elif (type(result) in (list, tuple) and len(result) == 1
               and not resp.head_sent and resp.content_length is None):
@@ -552,8 +653,23 @@ class SyncWorker(Worker):
             body = result[0]
             if not isinstance(body, (bytes, bytearray)):
                 raise ResponseError(f"response body must be bytes, got {type(body).__name__}")
-            resp.write(body, body_len_hint=len(body))
+            resp.write(body, body_length=len(body))
             return
         write = resp.write
         for data in result:
             write(data)
+
+
+def _body_left(reader: RequestReader) -> bool:
+    """Whether part of the current request's body is still unread."""
+    if not reader.in_body:
+        return False
+    try:
+        event = reader.next_event()
+    except HTTPError:
+        return True
+    return event is NEED_DATA or type(event) is bytes
+
+
+class _HookFailed(Exception):
+    """pre_request failed (already logged): answer 500, skip the app."""
