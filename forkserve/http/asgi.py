@@ -16,7 +16,7 @@ from .request import Request, parse_decimal
 from .response import ResponseError, check_header, date_header, status_line
 
 __all__ = ["ASGI_VERSION", "ClientDisconnected", "http_scope", "ResponseHead", "build_head",
-           "head_bytes", "body_bytes", "header_lines", "accepts_trailers"]
+           "head_bytes", "body_bytes", "header_pairs", "accepts_trailers"]
 
 
 class ClientDisconnected(OSError):
@@ -82,11 +82,13 @@ def _subprotocols(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
 class ResponseHead:
     """What ``http.response.start`` said, validated and encoded."""
 
-    __slots__ = ("status", "lines", "content_length", "close", "trailers", "server")
+    __slots__ = ("status", "lines", "pairs", "content_length", "close", "trailers", "server")
 
     def __init__(self) -> None:
         self.status = 200
         self.lines: list[bytes] = []
+        # As the app gave them (for the access log and post_request).
+        self.pairs: list[tuple[bytes, bytes]] = []
         self.content_length: int | None = None
         self.close = False
         self.trailers = False
@@ -127,6 +129,7 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
     if message.get("trailers", False):
         head.trailers = True
     lines = head.lines
+    pairs = head.pairs
     cached = _HEADER_CACHE.get
     headers = message.get("headers", ())
     if isinstance(headers, (bytes, str, dict)):
@@ -146,6 +149,7 @@ def build_head(message: dict[str, Any]) -> ResponseHead:
             raise ResponseError(f"header name and value must be bytes, got {item!r}") from None
         if entry is None:
             entry = _header_entry(name, value, item)
+        pairs.append((name, value))
         lname, line, length = entry
         if lname in _FRAMING:
             if length is not None:
@@ -188,21 +192,22 @@ def body_bytes(message: dict[str, Any], key: str = "body") -> bytes:
     raise ResponseError(f"{message.get('type')} {key!r} must be bytes, got {type(body).__name__}")
 
 
-def header_lines(headers: Any, what: str) -> list[bytes]:
-    """Encoded ``name: value`` lines for trailers and the like, validated."""
+def header_pairs(headers: Any, what: str) -> list[tuple[bytes, bytes]]:
+    """``[name, value]`` pairs of valid field lines (trailers, a WebSocket
+    accept's headers), as tuples; ResponseError otherwise."""
     if isinstance(headers, (bytes, str, dict)):
         raise ResponseError(f"{what} headers must be [name, value] pairs, got {type(headers).__name__}")
-    lines = []
+    pairs = []
     try:
         for item in headers:
             name, value = item
             if type(name) is not bytes or type(value) is not bytes:
                 raise ResponseError(f"{what} header name and value must be bytes, got {item!r}")
             check_header(name, value)
-            lines.append(name + b": " + value + b"\r\n")
+            pairs.append((name, value))
     except (TypeError, ValueError):
         raise ResponseError(f"{what} headers must be [name, value] pairs of bytes") from None
-    return lines
+    return pairs
 
 
 def accepts_trailers(req: Request) -> bool:

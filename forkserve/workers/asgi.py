@@ -26,14 +26,14 @@ import errno
 import signal
 import socket
 import sys
-import traceback
+import time
 from typing import Any
 
 from ..heartbeat import WorkerState
 from ..http.asgi import ClientDisconnected
+from ..http.connection import Policy, eviction_candidate
 from ..http.proxy import ProxyTrust
-from .asgi_cycle import Cycle
-from .asgi_protocol import FIRST_REQUEST_GRACE, HTTPProtocol
+from .asgi_protocol import HTTPProtocol
 from .base import Worker
 from .lifespan import Lifespan
 from .sync import limits_from
@@ -68,21 +68,17 @@ class ASGIWorker(Worker):
         self.loop = new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.limits = limits_from(cfg)
+        self.policy = Policy.from_config(cfg)
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
-        self.keepalive = cfg.keepalive
-        self.header_timeout = cfg.header_timeout
         self.root_path = cfg.root_path.rstrip("/")
         self.limit_concurrency = cfg.limit_concurrency
         self.worker_connections = cfg.worker_connections
         self.body_timeout = cfg.body_timeout or None
         self.write_timeout = cfg.write_timeout or None
-        self.pre_request_hook = cfg.hooks.get("pre_request")
-        self.post_request_hook = cfg.hooks.get("post_request")
         # Every connection from its accept on (before connection_made).
         self.connections: set[HTTPProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
         self.active = 0  # app calls running (limit_concurrency)
-        self.draining = False
         self.accepting = False
         self.resume_handle: asyncio.TimerHandle | None = None
         self.emfile_logged_at = -_EMFILE_LOG_EVERY
@@ -93,8 +89,8 @@ class ASGIWorker(Worker):
         self.beat_interval = min(1.0, cfg.timeout / 4) if cfg.timeout > 0 else 1.0
         # Deadlines are checked this often: a twentieth of the shortest
         # timeout a connection can be given, within 50-500 ms.
-        shortest = min(t for t in (cfg.keepalive, cfg.header_timeout, FIRST_REQUEST_GRACE)
-                       if t > 0)
+        shortest = min(t for t in (cfg.keepalive, cfg.header_timeout,
+                                   self.policy.first_request_grace) if t > 0)
         self.sweep_interval = min(0.5, max(0.05, shortest / 20))
         # Armed by the first connection; an idle worker does not wake for it.
         self.sweep_handle: asyncio.TimerHandle | None = None
@@ -193,17 +189,10 @@ class ASGIWorker(Worker):
             self.connection_closed(proto)
 
     def _eviction_candidate(self) -> HTTPProtocol | None:
-        """The connection to close to make room: one lingering after an
-        error, else the one waiting longest for its client; None if every
-        connection is in an exchange (or a WebSocket)."""
-        best = None
-        for conn in self.connections:
-            if conn.waiting and conn.transport is not None:
-                if conn.write_shut:
-                    return conn
-                if best is None or conn.since < best.since:
-                    best = conn
-        return best
+        """The connection to close to make room (the connection core's
+        choice), among those whose transport is made."""
+        return eviction_candidate(  # type: ignore[return-value]
+            c for c in self.connections if c.transport is not None)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         # Stop accepting for a moment rather than spin on a listener that
@@ -229,7 +218,7 @@ class ASGIWorker(Worker):
         self._maybe_accept()
 
     def _maybe_accept(self) -> None:
-        if self.accepting or self.draining or self.resume_handle is not None:
+        if self.accepting or self.policy.draining or self.resume_handle is not None:
             return
         if (len(self.connections) < self.worker_connections
                 or self._eviction_candidate() is not None):
@@ -240,7 +229,7 @@ class ASGIWorker(Worker):
         connections.discard(proto)
         if not self.accepting:
             self._maybe_accept()
-        if not connections and self.draining and self.drained is not None:
+        if not connections and self.policy.draining and self.drained is not None:
             self.drained.set()
 
     def keep(self, task: asyncio.Task) -> None:
@@ -257,7 +246,7 @@ class ASGIWorker(Worker):
     def sweep(self) -> None:
         """Act on the connections whose deadline has passed; again in
         ``sweep_interval`` while there are connections."""
-        now = self.loop.time()
+        now = time.monotonic()
         for conn in [c for c in self.connections if 0.0 < c.deadline <= now]:
             conn.on_deadline(now)
         if not self.accepting:
@@ -265,37 +254,7 @@ class ASGIWorker(Worker):
         self.sweep_handle = (self.loop.call_later(self.sweep_interval, self.sweep)
                              if self.connections else None)
 
-    # -- one exchange ------------------------------------------------------------
-
-    def pre_request(self, cycle: Cycle) -> bool:
-        """The ``pre_request`` hook before the app sees a request; False if
-        it failed (logged): the request gets a 500."""
-        hook = self.pre_request_hook
-        if hook is None:
-            return True
-        try:
-            hook(self, cycle.req)
-        except Exception:
-            self.log.error("pre_request hook failed for %s:\n%s",
-                           cycle.req.raw_line.decode("latin-1"), traceback.format_exc())
-            return False
-        return True
-
-    def exchange_done(self, cycle: Cycle) -> None:
-        """The response is complete or the exchange aborted: count it, the
-        ``post_request`` hook, the access log."""
-        self.request_done()
-        hook = self.post_request_hook
-        if hook is not None:
-            try:
-                hook(self, cycle.req, cycle.scope, cycle)
-            except Exception:
-                self.log.error("post_request hook failed for %s:\n%s",
-                               cycle.req.raw_line.decode("latin-1"), traceback.format_exc())
-        if self.access_log.enabled:
-            client = cycle.scope.get("client")
-            self.access_log.log_exchange(cycle.req, client[0] if client else "unix",
-                                         cycle.status, cycle.sent, (), cycle.start)
+    # -- apps --------------------------------------------------------------------
 
     def app_returned(self) -> None:
         self.active -= 1
@@ -306,7 +265,9 @@ class ASGIWorker(Worker):
         assert self.stop_event is not None and self.drained is not None
         await self.stop_event.wait()
         self.heartbeat.set_state(WorkerState.STOPPING)
-        self.draining = True
+        grace = self.cfg.graceful_timeout
+        now = time.monotonic()
+        self.policy.start_draining(now, grace)
         self._set_accepting(False)
         for lst in self.listeners:
             try:
@@ -314,9 +275,8 @@ class ASGIWorker(Worker):
             except OSError:
                 pass
         for conn in list(self.connections):
-            conn.start_drain()
+            conn.begin_drain(now)
         loop = self.loop
-        grace = self.cfg.graceful_timeout
         deadline = loop.time() + grace
         if self.connections and grace > 0:
             try:

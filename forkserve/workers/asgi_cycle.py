@@ -25,8 +25,12 @@ returns: the connection goes on to its next request while the app may still
 run (a background task); ``send()`` then raises RuntimeError and
 ``receive()`` says ``http.disconnect``.
 
-The connection (workers/asgi_protocol.py) feeds body and events in; the
-cycle writes through it.  Nothing here reads a socket.
+What is not ASGI-specific is the connection core's: the body framing
+(:class:`~forkserve.http.framing.BodyFramer`), the keep-alive decision and
+the record of the exchange (:class:`~forkserve.http.connection.Exchange`,
+ended by ``Worker.end_exchange``: hooks, access log, count).  The
+connection (workers/asgi_protocol.py) feeds body and events in; the cycle
+writes through it.  Nothing here reads a socket.
 """
 
 from __future__ import annotations
@@ -34,14 +38,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import os
-import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from ..http.asgi import (ClientDisconnected, ResponseHead, accepts_trailers, body_bytes,
-                         build_head, head_bytes, header_lines)
-from ..http.request import Request
-from ..http.response import LAST_CHUNK, ResponseError, body_allowed, chunk, error_response
+                         build_head, head_bytes, header_pairs)
+from ..http.connection import Close, Exchange
+from ..http.framing import BodyFramer
+from ..http.response import ResponseError, error_response
 
 if TYPE_CHECKING:  # pragma: no cover
     from .asgi_protocol import HTTPProtocol
@@ -70,42 +74,42 @@ class Phase(enum.Enum):
     ABORTED = "aborted"       # ended otherwise: client gone, error response, app failure
 
 
-_DONE = (Phase.COMPLETE, Phase.ABORTED)
-_HEAD_WRITTEN = (Phase.STREAMING, Phase.TRAILERS, Phase.COMPLETE)
+# Members as module constants: the per-request paths test them often.
+_RECEIVING, _READ, _DELIVERED = Body.RECEIVING, Body.READ, Body.DELIVERED
+_START, _STARTED, _STREAMING, _TRAILERS, _COMPLETE, _ABORTED = (
+    Phase.START, Phase.STARTED, Phase.STREAMING, Phase.TRAILERS, Phase.COMPLETE, Phase.ABORTED)
+_DONE = (_COMPLETE, _ABORTED)
+_HEAD_WRITTEN = (_STREAMING, _TRAILERS, _COMPLETE)
 
 
 class Cycle:
     """One request and its response; see the module docstring."""
 
-    __slots__ = ("proto", "req", "scope", "keep_alive", "body_state", "body", "body_size",
-                 "phase", "client_eof", "waiter", "head", "chunked", "allow_body", "length",
-                 "written", "trailer_lines", "continue_sent", "start", "sent", "status")
+    __slots__ = ("proto", "req", "ex", "scope", "body_state", "body", "body_size", "phase",
+                 "client_eof", "waiter", "head", "framer", "trailers", "continue_sent")
 
-    def __init__(self, proto: "HTTPProtocol", req: Request, scope: dict, keep_alive: bool) -> None:
+    def __init__(self, proto: "HTTPProtocol", ex: Exchange, scope: dict) -> None:
         self.proto = proto
-        self.req = req
-        self.scope = scope
-        self.keep_alive = keep_alive
-        self.body_state = Body.RECEIVING
+        self.ex = ex
+        self.req = ex.request
+        self.scope = ex.environ = scope
+        client = scope["client"]  # the proxy's client if it is trusted
+        if client is not None:
+            ex.client = client[0]
+        self.body_state = _RECEIVING
         # Body chunks read but not yet received by the app: a list, so a
         # body that came in one read reaches the app as that same object.
         self.body: list[bytes] = []
         self.body_size = 0
-        self.phase = Phase.START
-        # The client sent EOF after its whole request: it will not read a
-        # response (or half-closed; it may, and gets one if the app sends it).
+        self.phase = _START
+        # The client sent EOF after its whole request: for receive() it is
+        # gone (it may have only half-closed: a response still goes out).
         self.client_eof = False
         self.waiter: asyncio.Future | None = None
         self.head: ResponseHead | None = None
-        self.chunked = False
-        self.allow_body = True
-        self.length: int | None = None  # the Content-Length that went out
-        self.written = 0                # body bytes framed against it
-        self.trailer_lines: list[bytes] = []
+        self.framer: BodyFramer | None = None
+        self.trailers: list[tuple[bytes, bytes]] = []
         self.continue_sent = False
-        self.start = time.monotonic()
-        self.sent = 0                   # body bytes written, for the access log
-        self.status = 0
 
     # -- from the connection ---------------------------------------------------
 
@@ -115,27 +119,26 @@ class Cycle:
         self.wake()
 
     def end_body(self) -> None:
-        self.body_state = Body.READ
+        self.body_state = _READ
         self.wake()
 
     def client_finished(self) -> None:
-        """EOF after the whole request: for receive(), the client is gone."""
         if not self.client_eof:
             self.client_eof = True
             self.wake()
 
     def connection_lost(self) -> None:
-        self.keep_alive = False
-        self.finish(Phase.ABORTED)
+        self.ex.close_because(Close.CLIENT_GONE)
+        self.finish(_ABORTED)
 
     def reject(self, status: int) -> bool:
         """The server answers for the app (a malformed body): True if the
         error response may still be written (no head went out)."""
         fresh = self.phase not in _HEAD_WRITTEN
         if fresh:
-            self.status = status
-        self.keep_alive = False
-        self.finish(Phase.ABORTED)
+            self.ex.set_status(status)
+        self.ex.close_because(Close.BAD_BODY)
+        self.finish(_ABORTED)
         return fresh
 
     def wake(self) -> None:
@@ -146,9 +149,11 @@ class Cycle:
     def finish(self, phase: Phase) -> None:
         """The one way into COMPLETE or ABORTED: the exchange is over for
         the connection (the app may run on)."""
-        if self.phase in _DONE:
+        if self.phase is _COMPLETE or self.phase is _ABORTED:
             return
         self.phase = phase
+        if self.framer is not None:
+            self.ex.sent = self.framer.framed
         self.wake()
         self.proto.exchange_done(self)
 
@@ -169,38 +174,38 @@ class Cycle:
             self.proto.worker.app_returned()
 
     def _app_failed(self, exc: BaseException) -> None:
-        gone = self.phase is Phase.ABORTED or self.proto.closed or self.client_eof
+        gone = self.phase is _ABORTED or self.proto.closed or self.client_eof
         # Our own ClientDisconnected, or a cancellation once the client is
         # gone, is how an app is expected to end: not an error (spec 2.4).
         if not (isinstance(exc, ClientDisconnected)
                 or (gone and isinstance(exc, asyncio.CancelledError))):
             self._log_error("Exception in ASGI application\n%s", traceback.format_exc())
-        self._fail()
+        self.fail()
 
     def _app_returned(self) -> None:
         phase = self.phase
         if phase in _DONE:
             return
-        if phase is Phase.START:
+        if phase is _START:
             if not self.client_eof:  # an app that saw its client go need not answer
                 self._log_error("ASGI callable returned without starting a response")
-        elif phase is Phase.STARTED:
+        elif phase is _STARTED:
             self._log_error("ASGI callable returned after http.response.start without "
                             "sending the body")
         else:
             self._log_error("ASGI callable returned without completing the response")
-        self._fail()
+        self.fail()
 
-    def _fail(self) -> None:
+    def fail(self) -> None:
         """End an exchange the app did not complete: a 500 while no head
         went out, else the connection closes (a truncated body)."""
         if self.phase in _DONE:
             return
-        self.keep_alive = False
+        self.ex.close_because(Close.APP_ERROR)
         if self.phase not in _HEAD_WRITTEN:
-            self.status = 500
+            self.ex.set_status(500)
             self.proto.write(error_response(500))
-        self.finish(Phase.ABORTED)
+        self.finish(_ABORTED)
 
     def _log_error(self, msg: str, *args: Any) -> None:
         self.proto.worker.log.error("%s: " + msg, self.req.raw_line.decode("latin-1"), *args)
@@ -209,17 +214,18 @@ class Cycle:
 
     async def receive(self) -> dict[str, Any]:
         while True:
-            if self.phase in _DONE:
+            phase = self.phase
+            if phase is _COMPLETE or phase is _ABORTED:
                 return {"type": "http.disconnect"}
             state = self.body_state
-            if state is not Body.DELIVERED and (self.body_size or state is Body.READ):
+            if state is not _DELIVERED and (self.body_size or state is _READ):
                 return self._take_body()
             if self.client_eof or self.proto.closed:
                 return {"type": "http.disconnect"}
-            if state is Body.RECEIVING:
+            if state is _RECEIVING:
                 if self.req.expect_continue and not self.continue_sent:
                     self.continue_sent = True
-                    if self.phase is Phase.START or self.phase is Phase.STARTED:
+                    if phase is _START or phase is _STARTED:
                         self.proto.write(_CONTINUE)
                 await self._wait(self.proto.worker.body_timeout)
             else:
@@ -230,9 +236,9 @@ class Cycle:
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         self.body_size = 0
-        more = self.body_state is Body.RECEIVING
+        more = self.body_state is _RECEIVING
         if not more:
-            self.body_state = Body.DELIVERED
+            self.body_state = _DELIVERED
         # Room again: the connection reads on (and parses what it holds).
         self.proto.body_consumed(self)
         return {"type": "http.request", "body": data, "more_body": more}
@@ -262,20 +268,20 @@ class Cycle:
             raise ResponseError(f"an ASGI message is a dict with a 'type', got "
                                 f"{type(message).__name__}") from None
         phase = self.phase
-        if phase is Phase.COMPLETE:
+        if phase is _COMPLETE:
             raise RuntimeError(f"{kind!r} sent after the response completed")
-        if phase is Phase.ABORTED or self.proto.closed:
+        if phase is _ABORTED or self.proto.closed:
             raise ClientDisconnected("the client disconnected")
-        if phase is Phase.START:
+        if phase is _START:
             if kind != "http.response.start":
                 raise RuntimeError(f"expected 'http.response.start', got {kind!r}")
             self.head = head = build_head(message)
-            self.status = head.status
-            self.allow_body = body_allowed(self.req.method, head.status)
-            self.phase = Phase.STARTED
+            self.ex.set_status(head.status)
+            self.ex.response_headers = head.pairs
+            self.phase = _STARTED
             return
         if kind == "http.response.body":
-            if phase is Phase.TRAILERS:
+            if phase is _TRAILERS:
                 raise RuntimeError("http.response.body after the last body; expected "
                                    "'http.response.trailers'")
             self._write_body(body_bytes(message), bool(message.get("more_body", False)))
@@ -283,11 +289,11 @@ class Cycle:
             if not self.head.trailers:  # type: ignore[union-attr]
                 raise RuntimeError("http.response.trailers without 'trailers': True in "
                                    "http.response.start")
-            if phase is not Phase.TRAILERS:
+            if phase is not _TRAILERS:
                 raise RuntimeError("http.response.trailers before the last http.response.body")
             self._add_trailers(message)
         elif kind == "http.response.pathsend":
-            if phase is not Phase.STARTED:
+            if phase is not _STARTED:
                 raise RuntimeError("http.response.pathsend after http.response.body (the "
                                    "two cannot be mixed)")
             await self._pathsend(message)
@@ -299,92 +305,68 @@ class Cycle:
             await self.proto.drain()
 
     def _head(self, body_len: int | None) -> bytes:
-        """The head, framed (RFC 9112 section 6.3); ``body_len`` is the
+        """The head, framed by the connection core; ``body_len`` is the
         whole body's length when it comes in one message."""
         head = self.head
         assert head is not None
-        self.phase = Phase.STREAMING
         req = self.req
-        closing = (not self.keep_alive or head.close or self.proto.worker.draining
-                   # Never said 100 Continue: the client may not send its body.
-                   or (req.expect_continue and not self.continue_sent
-                       and self.body_state is Body.RECEIVING))
-        framing = b""
-        if not self.allow_body:
-            # HEAD and 304 may say how long the body would be; 1xx and 204 never.
-            if head.content_length is not None and (req.method == b"HEAD" or head.status == 304):
-                framing = b"content-length: %d\r\n" % head.content_length
-        elif head.content_length is not None:
-            self.length = head.content_length
-            framing = b"content-length: %d\r\n" % self.length
-        elif body_len is not None and not head.trailers:
-            self.length = body_len
-            framing = b"content-length: %d\r\n" % body_len
-        elif req.http_version == b"1.1":
-            self.chunked = True
-            framing = b"transfer-encoding: chunked\r\n"
-        else:
-            closing = True  # HTTP/1.0, length unknown: close-delimited
-        if closing:
-            self.keep_alive = False
-        return head_bytes(head, framing, closing)
-
-    def _frame(self, body: bytes) -> bytes:
-        """The bytes to write for a piece of body; with a Content-Length,
-        never more than it announced."""
-        if not self.allow_body or not body:
-            return b""
-        if self.chunked:
-            self.sent += len(body)
-            return chunk(body)
-        length = self.length
-        if length is not None and self.written + len(body) > length:
-            # The extra bytes would be read as the next response.
-            body = body[:length - self.written]
-        self.written += len(body)
-        self.sent += len(body)
-        return body
+        ex = self.ex
+        self.phase = _STREAMING
+        if head.close:
+            ex.close_because(Close.APP)
+        if req.expect_continue and not self.continue_sent and self.body_state is _RECEIVING:
+            # Never said 100 Continue: the client may not send its body.
+            ex.close_because(Close.BODY_UNREAD)
+        framer = self.framer = BodyFramer(req.method, req.http_version, head.status,
+                                          head.content_length, body_len, head.trailers)
+        if framer.must_close:
+            ex.close_because(Close.FRAMING)
+        ex.head_sent = True
+        return head_bytes(head, framer.header, ex.closes())
 
     def _write_body(self, body: bytes, more: bool) -> None:
-        head = self._head(None if more else len(body)) if self.phase is Phase.STARTED else b""
-        framed = self._frame(body)
+        head = self._head(None if more else len(body)) if self.phase is _STARTED else b""
+        framer = self.framer
+        framed = framer.frame(body) if body else b""  # type: ignore[union-attr]
         data = head + framed
-        if self.length is not None and len(framed) < len(body):
+        if framer.must_close and framer.length is not None and len(framed) < len(body):  # type: ignore[union-attr]
             self.proto.write(data)
-            self.keep_alive = False
-            raise RuntimeError(f"response body longer than its Content-Length ({self.length})")
+            self.ex.close_because(Close.FRAMING)
+            raise RuntimeError(f"response body longer than its Content-Length "
+                               f"({framer.length})")  # type: ignore[union-attr]
         if more:
             if data:
                 self.proto.write(data)
             return
         if self.head.trailers:  # type: ignore[union-attr]
-            self.phase = Phase.TRAILERS
-            self.proto.write(data)
+            self.phase = _TRAILERS
+            if data:
+                self.proto.write(data)
             return
-        self.proto.write(data + LAST_CHUNK if self.chunked else data)
-        self._check_length()
-        self.finish(Phase.COMPLETE)
-
-    def _check_length(self) -> None:
-        length = self.length
-        if self.allow_body and length is not None and self.written < length:
-            # The client waits for the rest: the connection must close.
-            self.keep_alive = False
-            raise RuntimeError(f"response body shorter than its Content-Length "
-                               f"({self.written} of {length} bytes)")
+        self.proto.write(data + framer.end())  # type: ignore[union-attr]
+        self._complete()
 
     def _add_trailers(self, message: dict[str, Any]) -> None:
-        self.trailer_lines += header_lines(message.get("headers", ()), "trailer")
+        self.trailers += header_pairs(message.get("headers", ()), "trailer")
         if message.get("more_trailers", False):
             return
-        if self.chunked:
-            # Sent only to a client that asked (TE: trailers); otherwise,
-            # and when not chunked, the extension lets them be dropped.
-            lines = self.trailer_lines if accepts_trailers(self.req) else []
-            self.proto.write(b"0\r\n" + b"".join(lines) + b"\r\n")
-        else:
-            self._check_length()
-        self.finish(Phase.COMPLETE)
+        # Sent only to a client that asked (TE: trailers); otherwise, and
+        # when not chunked, the extension lets them be dropped.
+        trailers = self.trailers if accepts_trailers(self.req) else None
+        self.proto.write(self.framer.end(trailers))  # type: ignore[union-attr]
+        self._complete()
+
+    def _complete(self) -> None:
+        framer = self.framer
+        assert framer is not None
+        if framer.must_close:
+            self.ex.close_because(Close.FRAMING)
+        length = framer.length
+        if framer.has_body and length is not None and framer.framed < length:
+            # The client waits for the rest: the connection closes.
+            raise RuntimeError(f"response body shorter than its Content-Length "
+                               f"({framer.framed} of {length} bytes)")
+        self.finish(_COMPLETE)
 
     async def _pathsend(self, message: dict[str, Any]) -> None:
         path = message.get("path")
@@ -392,27 +374,20 @@ class Cycle:
             raise ResponseError(f"http.response.pathsend needs an absolute path, got {path!r}")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            head = self._head(size)
-            count = 0
-            if self.allow_body and not self.chunked:
-                count = size if self.length is None else min(size, self.length)
-            self.proto.write(head)
-            if self.chunked:  # HTTP/1.1 with trailers announced
-                if size:
-                    self.proto.write(b"%x\r\n" % size)
-                    await self.proto.send_file(f, size)
-                    self.proto.write(b"\r\n")
-                    self.sent += size
+            self.proto.write(self._head(size))
+            framer = self.framer
+            count = framer.file_count(size)  # type: ignore[union-attr]
+            if count is None:
+                # Chunked (trailers announced): read and framed in pieces.
+                while data := f.read(256 * 1024):
+                    self.proto.write(framer.frame(data))  # type: ignore[union-attr]
+                    await self.proto.drain()
             elif count:
                 await self.proto.send_file(f, count)
-                self.written += count
-                self.sent += count
         if self.proto.closed:
             raise ClientDisconnected("the client disconnected")
         if self.head.trailers:  # type: ignore[union-attr]
-            self.phase = Phase.TRAILERS
+            self.phase = _TRAILERS
             return
-        if self.chunked:
-            self.proto.write(LAST_CHUNK)
-        self._check_length()
-        self.finish(Phase.COMPLETE)
+        self.proto.write(self.framer.end())  # type: ignore[union-attr]
+        self._complete()

@@ -1,13 +1,13 @@
 """One client connection of the ASGI worker: bytes in through the shared
-request reader, requests out to :class:`~.asgi_cycle.Cycle` objects, and
-the connection's own life (keep-alive, deadlines, lingering close, drain).
+request reader, requests out to :class:`~.asgi_cycle.Cycle` objects.
 
-The connection is in one :class:`Mode` at a time::
-
-    FRESH --bytes--> HEAD --request--> EXCHANGE --response complete--> IDLE --bytes--> HEAD ...
-                                          |  \\--body left unread--> DISCARD --end of body--> IDLE
-                                          \\--upgrade--> WEBSOCKET
-    any --refused with an error--> LINGER --> CLOSED
+The connection's life -- its states (FRESH, HEAD, BUSY, IDLE, LINGER,
+CLOSED), deadlines, the keep-alive decision, the drain policy, making room
+at ``worker_connections`` -- is the connection core's
+(:class:`~forkserve.http.connection.HTTPConnection`); this class moves the
+bytes.  While the core says BUSY, :class:`Busy` says what for: an exchange,
+discarding the rest of a body its response did not wait for, or a
+WebSocket.
 
 Flow control, on reading: the transport reads exactly when there is room
 for what it reads, and :meth:`HTTPProtocol._sync_reading` is the one place
@@ -33,84 +33,73 @@ import asyncio
 import enum
 import select
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..http.asgi import ClientDisconnected, http_scope
+from ..http.connection import Close, ConnState, Expiry, HTTPConnection
 from ..http.proxy import NOT_FORWARDED
 from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError, Request,
                             RequestReader)
 from ..http.response import error_response
-from .asgi_cycle import Body, Cycle, Phase
+from .asgi_cycle import Body, Cycle
 from .websocket import upgrade_to_websocket
 
 if TYPE_CHECKING:  # pragma: no cover
     from .asgi import ASGIWorker
 
-__all__ = ["HTTPProtocol", "Mode", "BODY_HIGH_WATER"]
+__all__ = ["HTTPProtocol", "Busy", "BODY_HIGH_WATER"]
 
 #: Request body read ahead of the app (and pipelined bytes buffered behind
 #: a request) before reading from the client pauses.
 BODY_HIGH_WATER = 256 * 1024
-# On graceful stop, how long a new connection may take to send its first
-# request before it is closed.
-FIRST_REQUEST_GRACE = 2.0
-# How long a connection refused with an error is drained before it closes.
-_LINGER = 2.0
-# Unread request body dropped to keep a connection alive after its
-# response; beyond either bound the connection closes instead.
-_DISCARD_BYTES = 1 << 20
-_DISCARD_TIME = 1.0
 
 # Eager task start (3.12+): the app runs at once, inside the read that
 # completed its request, instead of one loop iteration later.
 _EAGER = sys.version_info >= (3, 12)
 
 
-class Mode(enum.Enum):
-    """Where a connection is; see the module docstring."""
+class Busy(enum.Enum):
+    """What a BUSY connection is doing."""
 
-    FRESH = "fresh"            # accepted; no byte of a request yet
-    HEAD = "head"              # a request head is arriving
     EXCHANGE = "exchange"      # a request is being served
-    DISCARD = "discard"        # response complete; dropping the rest of the body
-    IDLE = "idle"              # keep-alive: waiting for the next request
-    LINGER = "linger"          # answered with an error; dropping input until close
-    WEBSOCKET = "websocket"
-    CLOSED = "closed"
+    DISCARD = "discard"        # response complete; dropping the rest of its body
+    WEBSOCKET = "websocket"    # upgraded: a WebSocketSession has the bytes
 
 
-_WAITING = (Mode.FRESH, Mode.IDLE, Mode.HEAD)
+_FRESH, _HEAD, _BUSY, _IDLE, _LINGER, _CLOSED = (
+    ConnState.FRESH, ConnState.HEAD, ConnState.BUSY, ConnState.IDLE, ConnState.LINGER,
+    ConnState.CLOSED)
+_EXCHANGE, _DISCARD, _WEBSOCKET = Busy.EXCHANGE, Busy.DISCARD, Busy.WEBSOCKET
+_RECEIVING = Body.RECEIVING
 
 
-class HTTPProtocol(asyncio.Protocol):
+class HTTPProtocol(asyncio.Protocol, HTTPConnection):
     """One client connection; see the module docstring."""
 
     def __init__(self, worker: "ASGIWorker") -> None:
+        HTTPConnection.__init__(self, worker.policy, time.monotonic())
         self.worker = worker
         self.loop = worker.loop
         self.reader = RequestReader(worker.limits)
         self.transport: asyncio.Transport | None = None
-        self.mode = Mode.FRESH
+        self.busy: Busy | None = None
         self.cycle: Cycle | None = None
-        # Deadlines are checked by the worker's sweep (ASGIWorker.sweep):
-        # setting one per request is a float store, not a timer armed and
-        # cancelled on the loop.  0 = none.
-        self.deadline = 0.0
-        self.since = worker.loop.time()  # waiting since (accept, or the last response)
+        self.finished: Any = None  # the Exchange whose body is being discarded
+        self.discard_left = 0
         self.postponed = False  # a deadline deferred once for bytes already in the kernel
         self.fd = -1
         self.trusted = False  # the peer may set proxy headers
         self.read_paused = False
         self.write_paused = False
-        self.eof = False
         self.write_shut = False  # write_eof() done: lingering
+        self.eof = False
+        self.closed = False
         self.drain_waiters: list[asyncio.Future] = []
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
-        self.closed = False
+        self.client_name = "unix"  # for the access log
         self.ws: Any = None  # a WebSocketSession once upgraded
-        self.served = 0
-        self.discard_left = 0
         self.processing = False
         self.again = False
 
@@ -131,39 +120,34 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self.server = (local, None) if local else None
         self.trusted = worker.proxy.trusts(self.client[0] if self.client else None)
-        grace = worker.header_timeout
-        if worker.draining:
-            grace = min(grace, FIRST_REQUEST_GRACE) if grace > 0 else FIRST_REQUEST_GRACE
-        self._set_deadline(grace)
+        if self.client is not None:
+            self.client_name = self.client[0]
 
     def data_received(self, data: bytes) -> None:
-        mode = self.mode
-        if mode is Mode.LINGER:
-            return  # dropped: the connection is closing after an error
-        if mode is Mode.WEBSOCKET:
+        state = self.state
+        if state is _BUSY and self.busy is _WEBSOCKET:
             self.ws.feed(data)
             return
+        if state is _LINGER:
+            return  # dropped: the connection is closing after an error
         self.postponed = False
-        if mode is Mode.IDLE or mode is Mode.FRESH:
-            # First bytes of a request: the whole head must arrive within
-            # header_timeout from now.
-            self.mode = Mode.HEAD
-            self._set_deadline(self.worker.header_timeout)
+        if state is _IDLE or state is _FRESH:
+            self.data_arrived(time.monotonic())
         self.reader.feed(data)
         self._process()
 
     def eof_received(self) -> bool | None:
         self.eof = True
-        if self.mode is Mode.WEBSOCKET or self.mode is Mode.LINGER:
+        if self.state is _LINGER or self.busy is _WEBSOCKET:
             return None  # close
         self.reader.feed(b"")
         self._process()
         # Keep the write side open while a response is being produced.
-        return True if self.mode is Mode.EXCHANGE and not self.closed else None
+        return True if self.busy is _EXCHANGE and not self.closed else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.mode = Mode.CLOSED
+        self.state = _CLOSED
         self.deadline = 0.0
         self.worker.connection_closed(self)
         if self.ws is not None:
@@ -209,20 +193,23 @@ class HTTPProtocol(asyncio.Protocol):
     def _parse(self) -> None:
         reader = self.reader
         while True:
-            mode = self.mode
+            state = self.state
             cycle = self.cycle
-            if mode is Mode.EXCHANGE:
-                assert cycle is not None
-                if cycle.body_state is not Body.RECEIVING:
-                    # The next request waits in the reader until this
-                    # response is complete.  EOF with nothing behind the
-                    # request: the client is gone (or half-closed).
-                    if self.eof and not reader.buffered:
-                        cycle.client_finished()
+            if state is _BUSY:
+                busy = self.busy
+                if busy is _EXCHANGE:
+                    if cycle.body_state is not _RECEIVING:  # type: ignore[union-attr]
+                        # The next request waits in the reader until this
+                        # response is complete.  EOF with nothing behind the
+                        # request: the client is gone (or half-closed).
+                        if self.eof and not reader.buffered:
+                            cycle.client_finished()  # type: ignore[union-attr]
+                        return
+                    if cycle.body_size >= BODY_HIGH_WATER:  # type: ignore[union-attr]
+                        return  # until the app takes some
+                elif busy is not _DISCARD:
                     return
-                if cycle.body_size >= BODY_HIGH_WATER:
-                    return  # until the app takes some
-            elif mode is not Mode.DISCARD and mode not in _WAITING:
+            elif state is _LINGER or state is _CLOSED:
                 return
             try:
                 event = reader.next_event()
@@ -233,35 +220,35 @@ class HTTPProtocol(asyncio.Protocol):
                 return
             kind = type(event)
             if kind is bytes:
-                if mode is Mode.DISCARD:
+                if cycle is None:  # discarding
                     self.discard_left -= len(event)
                     if self.discard_left < 0:
-                        self.close()
+                        self.finished.close_because(Close.BODY_UNREAD)
+                        self._end_discard()
                         return
                 else:
-                    cycle.add_body(event)  # type: ignore[union-attr]
+                    cycle.add_body(event)
             elif kind is EndOfMessage:
-                if mode is Mode.DISCARD:
-                    self._next_request()
+                if cycle is None:
+                    self._end_discard()
                 else:
-                    cycle.end_body()  # type: ignore[union-attr]
+                    cycle.end_body()
             elif kind is Request:
                 self._start(event)  # type: ignore[arg-type]
             elif isinstance(event, ConnectionClosed):
                 self.close()
                 return
             else:
-                return  # PAUSED: not reached, the modes above stop first
+                return  # PAUSED: not reached, the states above stop first
 
     def _sync_reading(self) -> None:
         """Pause or resume the transport: see the module docstring."""
-        mode = self.mode
-        if mode is Mode.WEBSOCKET or self.closed or self.transport is None:
+        if self.closed or self.transport is None or self.busy is _WEBSOCKET:
             return  # a WebSocket session does its own flow control
         want = True
-        if mode is Mode.EXCHANGE:
+        if self.busy is _EXCHANGE:
             cycle = self.cycle
-            if cycle.body_state is Body.RECEIVING:  # type: ignore[union-attr]
+            if cycle.body_state is _RECEIVING:  # type: ignore[union-attr]
                 want = cycle.body_size < BODY_HIGH_WATER  # type: ignore[union-attr]
             else:
                 want = self.reader.buffered < BODY_HIGH_WATER
@@ -279,37 +266,35 @@ class HTTPProtocol(asyncio.Protocol):
         """The reader failed (a malformed head or body): answer with its
         status if no response has begun, and close, lingering."""
         self.worker.log.debug("Bad request from %s: %s", self.client, exc)
-        mode = self.mode
         status = exc.status
-        if mode is Mode.EXCHANGE:
-            self.mode = Mode.LINGER  # first: the ending exchange must not close us
-            if not self.cycle.reject(status):  # type: ignore[union-attr]
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None  # first: the ending exchange must not move the connection on
+            if not cycle.reject(status):
                 status = 0
-        elif mode is Mode.DISCARD:
+        elif self.busy is _DISCARD:
             status = 0  # its response is complete
         self._refuse(status)
 
     def _start(self, req: Request) -> None:
         worker = self.worker
-        self.deadline = 0.0
+        ex = self.begin(req, time.monotonic(), self.client_name)
         if req.upgrade is not None and req.upgrade.lower() == b"websocket":
             if upgrade_to_websocket(self, req):
-                self.mode = Mode.WEBSOCKET
+                self.busy = _WEBSOCKET
                 return
         if worker.limit_concurrency and worker.active >= worker.limit_concurrency:
             self._refuse(503)
             return
-        keep_alive = req.keep_alive and worker.keepalive > 0
-        cycle = self.cycle = Cycle(self, req, self.scope_for(req), keep_alive)
-        self.mode = Mode.EXCHANGE
+        cycle = self.cycle = Cycle(self, ex, self.scope_for(req))
+        self.busy = _EXCHANGE
         worker.active += 1
         # The master names this request if the loop stops beating: the
         # request started last is the likeliest to have blocked it.
         worker.heartbeat.set_current(req.raw_line)
-        if not worker.pre_request(cycle):
+        if not worker.begin_request(ex):
             worker.active -= 1
-            self.write(error_response(500))
-            cycle.reject(500)
+            cycle.fail()  # the pre_request hook failed: a 500
             return
         if _EAGER:
             task = asyncio.Task(cycle.run(worker.app), loop=self.loop, eager_start=True)
@@ -328,44 +313,43 @@ class HTTPProtocol(asyncio.Protocol):
     # -- the end of an exchange ----------------------------------------------------
 
     def exchange_done(self, cycle: Cycle) -> None:
-        """The response is complete (or the exchange aborted): the
-        connection goes on to its next request, though the app may still
-        run; or it closes."""
+        """The response is complete (or the exchange aborted): the end of
+        the exchange for every worker kind (hooks, access log, count), and
+        the connection goes on to its next request though the app may
+        still run; or it closes."""
         if cycle is not self.cycle:
+            self.worker.end_exchange(cycle.ex)  # refused by the server meanwhile
             return
         self.cycle = None
-        self.worker.exchange_done(cycle)
-        if self.closed or self.mode is not Mode.EXCHANGE:
-            return  # lost, or refused (LINGER closes by itself)
-        if cycle.phase is Phase.ABORTED or not cycle.keep_alive:
-            self._close_after_response()
+        ex = cycle.ex
+        self.worker.end_exchange(ex)
+        if self.closed:
             return
-        if cycle.body_state is Body.RECEIVING:
-            if cycle.req.expect_continue and not cycle.continue_sent:
-                self._close_after_response()  # the client may never send it
-                return
+        if ex.keep_alive and cycle.body_state is _RECEIVING:
             # Read and drop the rest, within bounds, to keep the connection.
-            self.mode = Mode.DISCARD
-            self.discard_left = _DISCARD_BYTES
-            self._set_deadline(_DISCARD_TIME)
+            policy = self.policy
+            self.busy = _DISCARD
+            self.finished = ex
+            self.discard_left = policy.drain_bytes
+            self.deadline = time.monotonic() + policy.drain_time
             self._process()
             return
-        self._next_request()
+        self._end_exchange(ex)
 
-    def _next_request(self) -> None:
-        self.served += 1
-        self.since = self.loop.time()
-        self.reader.start_next()
-        if self.reader.buffered:
-            self.mode = Mode.HEAD
-            self._set_deadline(self.worker.header_timeout)
-        else:
-            self.mode = Mode.IDLE
-            self._set_deadline(self.worker.keepalive)
-        self._process()
+    def _end_discard(self) -> None:
+        ex = self.finished
+        self.finished = None
+        self._end_exchange(ex)
 
-    def _close_after_response(self) -> None:
-        if self.reader.in_body:
+    def _end_exchange(self, ex: Any) -> None:
+        self.busy = None
+        reader = self.reader
+        in_body = reader.in_body
+        if not in_body:
+            reader.start_next()
+        if self.finish(ex, time.monotonic(), bool(reader.buffered) and not in_body):
+            self._process()
+        elif in_body:
             # Unread input: a plain close could reset the connection before
             # the client has read the response.
             self._linger()
@@ -383,7 +367,8 @@ class HTTPProtocol(asyncio.Protocol):
         """Shut our side and drop what the client still sends, for a
         moment, so that the kernel does not reset the connection before
         the client has read the response (see SyncWorker._refuse)."""
-        self.mode = Mode.LINGER
+        self.busy = None
+        self.refuse(time.monotonic())
         transport = self.transport
         if self.closed or transport is None:
             return
@@ -391,7 +376,6 @@ class HTTPProtocol(asyncio.Protocol):
             self.write_shut = True
             transport.write_eof()
             self.resume_reading()
-            self._set_deadline(_LINGER)
         else:
             self.close()
 
@@ -458,23 +442,28 @@ class HTTPProtocol(asyncio.Protocol):
 
     # -- deadlines ---------------------------------------------------------------
 
-    def _set_deadline(self, seconds: float) -> None:
-        self.deadline = self.loop.time() + seconds if seconds > 0 else 0.0
-
     def on_deadline(self, now: float) -> None:
         """The sweep found this connection's deadline passed."""
-        mode = self.mode
-        if mode in _WAITING and not self.postponed and self._input_waiting():
+        if self.state is _BUSY:
+            if self.busy is _DISCARD:  # the rest of a body did not come in time
+                self.deadline = 0.0
+                self.finished.close_because(Close.BODY_UNREAD)
+                self._end_discard()
+            return
+        expiry = self.expired(now)
+        if expiry is Expiry.NONE:
+            return
+        if self.state is not _LINGER and not self.postponed and self._input_waiting():
             # Bytes (a request, or EOF) sit in the kernel: the loop was busy
             # past the deadline.  Read them before deciding, once.
             self.postponed = True
             self.deadline = now + self.worker.sweep_interval
             return
         self.deadline = 0.0
-        if mode is Mode.HEAD:
+        if expiry is Expiry.TIMEOUT:
             self.worker.log.debug("Request head from %s not received in time", self.client)
             self._refuse(408)
-        elif mode in _WAITING or mode is Mode.DISCARD or mode is Mode.LINGER:
+        else:
             self.close()
 
     def _input_waiting(self) -> bool:
@@ -486,28 +475,19 @@ class HTTPProtocol(asyncio.Protocol):
 
     # -- graceful stop -------------------------------------------------------------
 
-    def start_drain(self) -> None:
-        """The worker is draining.  An exchange in flight finishes (its
-        response says Connection: close); an idle keep-alive connection
-        stays open until a request arrives (answered, then closed) or its
-        keep-alive timeout ends -- a proxy may be sending on it right now;
-        a fresh one gets a short grace for its first request; a WebSocket
-        closes with 1012 (service restart)."""
-        mode = self.mode
-        if mode is Mode.WEBSOCKET:
+    def begin_drain(self, now: float) -> None:
+        """The worker is draining (the connection core's policy: an idle
+        keep-alive connection stays open until a request arrives, answered
+        with Connection: close, or its keep-alive timeout; a fresh one gets a
+        short grace); a WebSocket closes with 1012 (service restart)."""
+        if self.busy is _WEBSOCKET:
             self.ws.close(1012)
-        elif mode is Mode.FRESH and self.transport is not None:
-            deadline = self.loop.time() + FIRST_REQUEST_GRACE
-            self.deadline = min(self.deadline, deadline) if self.deadline else deadline
+        else:
+            self.start_drain(now)
 
     def evict(self) -> None:
         """Make room for a new connection (worker_connections reached)."""
-        if self.mode is Mode.HEAD:
+        if self.state is _HEAD:
             self._refuse(408)
         else:
             self.close()
-
-    @property
-    def waiting(self) -> bool:
-        """True while the connection waits on its client between exchanges."""
-        return self.mode in _WAITING or self.mode is Mode.LINGER

@@ -144,3 +144,32 @@ def test_response_complete_frees_the_connection_for_the_next_request(forkserve):
         assert time.monotonic() - start < 0.5
     time.sleep(1.5)
     assert record(server)["background"] == ["http.disconnect", "finished"]
+
+
+def test_request_hooks_run_for_asgi_requests(forkserve, tmp_path):
+    """pre_request before the app (a failing hook: a 500, the app not
+    called), post_request when the response is complete -- not when the
+    app returns -- with the scope as its environ; a failing hook is logged
+    and the worker serves on."""
+    hook_log = tmp_path / "hooks.log"
+    server = forkserve(APP, "-w", "1", "-c", "hooks_asgi_conf.py",
+                       env={"FS_HOOK_LOG": str(hook_log)})
+    pids = server.workers()
+    assert server.get("/")[::2] == (200, b"hello")
+    assert server.get("/pre-fails")[0] == 500
+    assert server.get("/post-fails")[0] == 200
+    answered = time.monotonic()
+    assert server.get("/background")[2] == b"background"
+    from conftest import wait_for
+    wait_for(lambda: hook_log.read_text().count("post ") >= 4, 5, what="post_request lines")
+    lines = hook_log.read_text().splitlines()
+    assert lines[:2] == ["pre GET /", "post GET / '200 OK' 5 http / " + lines[1].rsplit(" ", 1)[1]]
+    assert lines[2] == "pre GET /pre-fails"
+    assert lines[3].startswith("post GET /pre-fails '500 Internal Server Error' ")
+    assert lines[5].startswith("post GET /post-fails '200 OK' 5 http /post-fails ")
+    # The background task sleeps a second after its response: the hook
+    # ran at the response.
+    post_bg = [ln for ln in lines if ln.startswith("post GET /background")][0]
+    assert float(post_bg.rsplit(" ", 1)[1]) - answered < 0.8
+    assert "pre_request hook failed" in server.log and "post_request hook failed" in server.log
+    assert server.workers() == pids
