@@ -16,7 +16,8 @@ from .request import Request, parse_decimal
 from .response import ResponseError, check_header, date_header, status_line
 
 __all__ = ["ASGI_VERSION", "ClientDisconnected", "http_scope", "ResponseHead", "build_head",
-           "head_bytes", "body_bytes", "header_pairs", "accepts_trailers"]
+           "head_bytes", "body_bytes", "header_pairs", "accepts_trailers", "ws_payload",
+           "ws_close_args"]
 
 
 class ClientDisconnected(OSError):
@@ -219,3 +220,46 @@ def accepts_trailers(req: Request) -> bool:
                 if item.split(b";", 1)[0].strip(b" \t").lower() == b"trailers":
                     return True
     return False
+
+
+# RFC 6455 section 7.4: the close codes an endpoint may send.  1005, 1006
+# and 1015 are for reporting only; the rest of 1000-2999 is unassigned.
+_SENDABLE_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                             1013, 1014})
+
+
+def ws_payload(message: dict[str, Any]) -> str | bytes:
+    """What a ``websocket.send`` carries: exactly one of ``text`` (str) and
+    ``bytes`` (bytes); ResponseError otherwise."""
+    text = message.get("text")
+    data = message.get("bytes")
+    if (text is None) == (data is None):
+        raise ResponseError("websocket.send needs exactly one of 'bytes' and 'text'")
+    if text is not None:
+        if type(text) is not str:
+            raise ResponseError(f"websocket.send 'text' must be str, got {type(text).__name__}")
+        return text
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if type(data) is not bytes:
+        raise ResponseError(f"websocket.send 'bytes' must be bytes, got {type(data).__name__}")
+    return data
+
+
+def ws_close_args(message: dict[str, Any]) -> tuple[int, str]:
+    """The code (default 1000) and reason of a ``websocket.close``, valid
+    to send (RFC 6455 sections 5.5.1 and 7.4); ResponseError otherwise."""
+    code = message.get("code")
+    if code is None:
+        code = 1000
+    if type(code) is not int or not (code in _SENDABLE_CLOSE or 3000 <= code <= 4999):
+        raise ResponseError(f"websocket.close code {code!r} cannot be sent (RFC 6455 7.4: "
+                            f"1000-1003, 1007-1014 or 3000-4999)")
+    reason = message.get("reason")
+    if reason is None:
+        reason = ""
+    if type(reason) is not str:
+        raise ResponseError(f"websocket.close reason must be str, got {type(reason).__name__}")
+    if len(reason.encode("utf-8")) > 123:
+        raise ResponseError("websocket.close reason is longer than 123 bytes (RFC 6455 5.5)")
+    return code, reason

@@ -352,7 +352,7 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         elif in_body:
             # Unread input: a plain close could reset the connection before
             # the client has read the response.
-            self._linger()
+            self.linger()
         else:
             self.close()
 
@@ -361,9 +361,9 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         response went out) and close, reading no further request."""
         if status:
             self.write(error_response(status))
-        self._linger()
+        self.linger()
 
-    def _linger(self) -> None:
+    def linger(self) -> None:
         """Shut our side and drop what the client still sends, for a
         moment, so that the kernel does not reset the connection before
         the client has read the response (see SyncWorker._refuse)."""
