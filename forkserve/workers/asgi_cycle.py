@@ -7,6 +7,7 @@ Two small state machines, one per direction:
 * the request body, as ``receive()`` hands it out (:class:`Body`)::
 
       RECEIVING --end of body read--> READ --more_body False given--> DELIVERED
+      any --http.disconnect given (the client is gone)--> DISCONNECTED
 
 * the response, as ``send()`` accepts it (:class:`Phase`)::
 
@@ -61,6 +62,7 @@ class Body(enum.Enum):
     RECEIVING = "receiving"   # more may come from the client
     READ = "read"             # all of it read; some may still wait for the app
     DELIVERED = "delivered"   # the app got more_body False
+    DISCONNECTED = "disconnected"  # the app got http.disconnect: send() raises
 
 
 class Phase(enum.Enum):
@@ -75,7 +77,8 @@ class Phase(enum.Enum):
 
 
 # Members as module constants: the per-request paths test them often.
-_RECEIVING, _READ, _DELIVERED = Body.RECEIVING, Body.READ, Body.DELIVERED
+_RECEIVING, _READ, _DELIVERED, _DISCONNECTED = (
+    Body.RECEIVING, Body.READ, Body.DELIVERED, Body.DISCONNECTED)
 _START, _STARTED, _STREAMING, _TRAILERS, _COMPLETE, _ABORTED = (
     Phase.START, Phase.STARTED, Phase.STREAMING, Phase.TRAILERS, Phase.COMPLETE, Phase.ABORTED)
 _DONE = (_COMPLETE, _ABORTED)
@@ -176,10 +179,13 @@ class Cycle:
     def _app_failed(self, exc: BaseException) -> None:
         gone = self.phase is _ABORTED or self.proto.closed or self.client_eof
         # Our own ClientDisconnected, or a cancellation once the client is
-        # gone, is how an app is expected to end: not an error (spec 2.4).
-        if not (isinstance(exc, ClientDisconnected)
-                or (gone and isinstance(exc, asyncio.CancelledError))):
-            self._log_error("Exception in ASGI application\n%s", traceback.format_exc())
+        # gone, is how an app is expected to end: not an error (spec 2.4),
+        # and nobody to answer.
+        if isinstance(exc, ClientDisconnected) or (gone and isinstance(exc, asyncio.CancelledError)):
+            self.ex.close_because(Close.CLIENT_GONE)
+            self.finish(_ABORTED)
+            return
+        self._log_error("Exception in ASGI application\n%s", traceback.format_exc())
         self.fail()
 
     def _app_returned(self) -> None:
@@ -187,8 +193,11 @@ class Cycle:
         if phase in _DONE:
             return
         if phase is _START:
-            if not self.client_eof:  # an app that saw its client go need not answer
-                self._log_error("ASGI callable returned without starting a response")
+            if self.body_state is _DISCONNECTED:  # it saw its client go: no answer due
+                self.ex.close_because(Close.CLIENT_GONE)
+                self.finish(_ABORTED)
+                return
+            self._log_error("ASGI callable returned without starting a response")
         elif phase is _STARTED:
             self._log_error("ASGI callable returned after http.response.start without "
                             "sending the body")
@@ -218,9 +227,11 @@ class Cycle:
             if phase is _COMPLETE or phase is _ABORTED:
                 return {"type": "http.disconnect"}
             state = self.body_state
-            if state is not _DELIVERED and (self.body_size or state is _READ):
+            if (self.body_size and state is not _DISCONNECTED) or state is _READ:
                 return self._take_body()
-            if self.client_eof or self.proto.closed:
+            if self.client_eof or self.proto.closed or state is _DISCONNECTED:
+                # Told once, the app can expect send() to raise (spec 2.4).
+                self.body_state = _DISCONNECTED
                 return {"type": "http.disconnect"}
             if state is _RECEIVING:
                 if self.req.expect_continue and not self.continue_sent:
@@ -270,7 +281,7 @@ class Cycle:
         phase = self.phase
         if phase is _COMPLETE:
             raise RuntimeError(f"{kind!r} sent after the response completed")
-        if phase is _ABORTED or self.proto.closed:
+        if phase is _ABORTED or self.proto.closed or self.body_state is _DISCONNECTED:
             raise ClientDisconnected("the client disconnected")
         if phase is _START:
             if kind != "http.response.start":
