@@ -160,13 +160,9 @@ class ASGIWorker(Worker):
             except BlockingIOError:
                 return
             except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._out_of_descriptors(exc)
-                    return
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
-                self.log.error("accept() failed: %s; pausing accepts", exc)
-                self._pause_accepting(_EMFILE_PAUSE)
+                self._accept_failed(exc)
                 return
             if victim is not None:
                 victim.evict()
@@ -194,16 +190,18 @@ class ASGIWorker(Worker):
         return eviction_candidate(  # type: ignore[return-value]
             c for c in self.connections if c.transport is not None)
 
-    def _out_of_descriptors(self, exc: OSError) -> None:
-        # Stop accepting for a moment rather than spin on a listener that
+    def _accept_failed(self, exc: OSError) -> None:
+        # Out of descriptors (EMFILE, ENFILE) or memory, or anything else:
+        # stop accepting for a moment rather than spin on a listener that
         # stays readable; the queued clients wait in the backlog (or go to
         # another worker).  One log line per interval, with a count.
         self.emfile_pauses += 1
         now = self.loop.time()
         if now - self.emfile_logged_at >= _EMFILE_LOG_EVERY:
-            self.log.warning("accept() failed: %s (%d open connections); pausing accepts for "
-                             "%.1fs (%d pause(s) since the last message)", exc.strerror,
-                             len(self.connections), _EMFILE_PAUSE, self.emfile_pauses)
+            level = self.log.warning if exc.errno in _OUT_OF_RESOURCES else self.log.error
+            level("accept() failed: %s (%d open connections); pausing accepts for %.1fs "
+                  "(%d pause(s) since the last message)", exc.strerror or exc,
+                  len(self.connections), _EMFILE_PAUSE, self.emfile_pauses)
             self.emfile_logged_at = now
             self.emfile_pauses = 0
         self._pause_accepting(_EMFILE_PAUSE)
