@@ -220,19 +220,19 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
                 return
             kind = type(event)
             if kind is bytes:
-                if cycle is None:  # discarding
+                if self.busy is _DISCARD:
                     self.discard_left -= len(event)
                     if self.discard_left < 0:
                         self.finished.close_because(Close.BODY_UNREAD)
                         self._end_discard()
                         return
                 else:
-                    cycle.add_body(event)
+                    cycle.add_body(event)  # type: ignore[union-attr]
             elif kind is EndOfMessage:
-                if cycle is None:
+                if self.busy is _DISCARD:
                     self._end_discard()
                 else:
-                    cycle.end_body()
+                    cycle.end_body()  # type: ignore[union-attr]
             elif kind is Request:
                 self._start(event)  # type: ignore[arg-type]
             elif isinstance(event, ConnectionClosed):
