@@ -120,6 +120,8 @@ async def app(scope, receive, send):
         return await upload(scope, receive, send)
     if path == "/background":
         return await background(scope, receive, send)
+    if path == "/catch":  # the route the nginx HUP test drives (as wsgi_core's)
+        return await _respond(send, b"read %d" % len(await _read_body(receive)))
     if path == "/record":
         return await _respond(send, json.dumps(RECORD).encode())
     if path == "/pid":
