@@ -89,7 +89,7 @@ class Cycle:
     """One request and its response; see the module docstring."""
 
     __slots__ = ("proto", "req", "ex", "scope", "body_state", "body", "body_size", "phase",
-                 "client_eof", "waiter", "head", "framer", "trailers", "continue_sent")
+                 "client_eof", "waiter", "head", "framer", "trailers")
 
     def __init__(self, proto: "HTTPProtocol", ex: Exchange, scope: dict) -> None:
         self.proto = proto
@@ -112,7 +112,6 @@ class Cycle:
         self.head: ResponseHead | None = None
         self.framer: BodyFramer | None = None
         self.trailers: list[tuple[bytes, bytes]] = []
-        self.continue_sent = False
 
     # -- from the connection ---------------------------------------------------
 
@@ -123,6 +122,8 @@ class Cycle:
 
     def end_body(self) -> None:
         self.body_state = _READ
+        # The whole body is in: no 100 Continue is owed any more.
+        self.ex.continue_pending = False
         self.wake()
 
     def client_finished(self) -> None:
@@ -234,8 +235,8 @@ class Cycle:
                 self.body_state = _DISCONNECTED
                 return {"type": "http.disconnect"}
             if state is _RECEIVING:
-                if self.req.expect_continue and not self.continue_sent:
-                    self.continue_sent = True
+                if self.ex.continue_pending:
+                    self.ex.continue_pending = False
                     if phase is _START or phase is _STARTED:
                         self.proto.write(_CONTINUE)
                 await self._wait(self.proto.worker.body_timeout)
@@ -325,9 +326,6 @@ class Cycle:
         self.phase = _STREAMING
         if head.close:
             ex.close_because(Close.APP)
-        if req.expect_continue and not self.continue_sent and self.body_state is _RECEIVING:
-            # Never said 100 Continue: the client may not send its body.
-            ex.close_because(Close.BODY_UNREAD)
         framer = self.framer = BodyFramer(req.method, req.http_version, head.status,
                                           head.content_length, body_len, head.trailers)
         if framer.must_close:

@@ -535,7 +535,10 @@ class SyncWorker(Worker):
                         send(_CONTINUE)
                     reader.feed(recv_some(sock, body_timeout, progress))
                     continue
-                return b""  # EndOfMessage (trailers are not part of WSGI)
+                # EndOfMessage (trailers are not part of WSGI): the whole
+                # body is in, so no 100 Continue is owed any more.
+                ex.continue_pending = False
+                return b""
 
         resp = WSGIResponse(send, ex)
         wsgi_input = WSGIInput(fill)

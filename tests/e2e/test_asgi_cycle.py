@@ -173,3 +173,33 @@ def test_request_hooks_run_for_asgi_requests(forkserve, tmp_path):
     assert float(post_bg.rsplit(" ", 1)[1]) - answered < 0.8
     assert "pre_request hook failed" in server.log and "post_request hook failed" in server.log
     assert server.workers() == pids
+
+
+def test_expect_continue_body_never_asked_for_is_announced_as_a_close(forkserve):
+    """As in the sync worker (test_sync_core.py): an app that answers an
+    ``Expect: 100-continue`` request without receiving its body gets no 100
+    sent for it, and its response says ``Connection: close`` (the body may
+    or may not follow, RFC 9110 10.1.1); a body the app asks for gets its
+    100 and keeps the connection."""
+    server = forkserve(APP, "-k", "asgi", "-w", "1")
+    with server.connect(10) as s:
+        s.settimeout(5)
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        buf = bytearray()
+        status, headers, body = read_response(s, buf)
+        assert (status, body) == (200, b"hello")
+        assert headers.get("connection") == "close"
+        assert bytes(buf) == b""
+        assert s.recv(100) == b""
+    with server.connect(10) as s:
+        s.settimeout(5)
+        s.sendall(b"POST /catch HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"0123456789GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray()
+        status, headers, body = read_response(s, buf)
+        assert (status, body) == (200, b"read 10")
+        assert "connection" not in headers
+        assert read_response(s, buf)[0] == 200
