@@ -55,6 +55,19 @@ DECLARED: list[Declared] = [
              "Content-Length when it knows the whole body: a WSGI iterable that ends "
              "before yielding a byte is a 0-byte body, and RFC 9112 6.3 makes "
              "'Content-Length: 0' and an empty chunked body the same message."),
+    Declared({"framing": "length", b"content-length": b" 0", b"transfer-encoding": None},
+             {"framing": "chunked", b"content-length": None, b"transfer-encoding": b" chunked"},
+             "uvicorn",
+             "ASGI HTTP spec (Response Start: the server chooses the framing when the app "
+             "gives no Content-Length) and RFC 9112 6.3: forkserve holds the head until "
+             "the first non-empty body message or the end of the body, so a stream that "
+             "ends before a byte (Django's empty StreamingHttpResponse) is a 0-byte body "
+             "with 'Content-Length: 0', the same message as uvicorn's empty chunked body."),
+    Declared({b"connection": None}, {b"connection": b" keep-alive"}, "uvicorn",
+             "RFC 9110 7.6.1: Connection is a hop-by-hop field, the server's to manage; "
+             "forkserve drops the app's (sse-starlette sends 'Connection: keep-alive') and "
+             "says 'close' itself when it will close.  RFC 9112 9.3 makes an HTTP/1.1 "
+             "connection persistent without it; uvicorn passes the app's field through."),
     Declared({"interim": None}, {"interim": 100}, "gunicorn",
              "RFC 9110 10.1.1: a server may answer a request with Expect: 100-continue "
              "with its final status without sending 100 first; forkserve sends 100 only "
