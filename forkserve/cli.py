@@ -152,7 +152,8 @@ def build_config(argv: Sequence[str], environ: dict[str, str] | None = None,
                  f"GUNICORN_CMD_ARGS: {theirs.pop('wsgi_app')!r} is not an option; ignored, "
                  f"as gunicorn ignores it")
     if environ.get("GUNICORN_CMD_ARGS"):
-        both = " FORKSERVE_CMD_ARGS is applied after it." if environ.get("FORKSERVE_CMD_ARGS")             else ""
+        both = (" FORKSERVE_CMD_ARGS is applied after it."
+                if environ.get("FORKSERVE_CMD_ARGS") else "")
         cfg.note("GUNICORN_CMD_ARGS", logging.INFO,
                  f"Applying GUNICORN_CMD_ARGS, as gunicorn would: "
                  f"{environ['GUNICORN_CMD_ARGS']}.{both}")

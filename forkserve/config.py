@@ -490,7 +490,7 @@ def _flag_names() -> dict[str, str]:
 
 
 FLAG_NAMES: dict[str, str] = _flag_names()
-_SETTING_NAMES = tuple(sorted({*BY_NAME, *ALIASES, *(n for n in FOREIGN if n not in _FOREIGN_HOOKS)}))
+_SETTING_NAMES = tuple(sorted({*BY_NAME, *ALIASES, *(set(FOREIGN) - _FOREIGN_HOOKS)}))
 _HOOK_NAMES = tuple(sorted({*HOOKS, *_FOREIGN_HOOKS}))
 
 
@@ -605,10 +605,12 @@ class Config:
 
     def _set_foreign(self, foreign: Foreign, raw: Any, source: str) -> None:
         name = foreign.name
-        if foreign.is_quiet(raw):
+        if foreign.is_quiet(raw) or foreign.needs:
             self.foreign.pop(name, None)
-            self.notes[name] = (logging.DEBUG, f"{name} = {raw!r} asks for nothing forkserve "
-                                               f"does not do ({source})")
+            why = f"it matters only with {foreign.needs}" if foreign.needs else \
+                "it asks for nothing forkserve does not do"
+            self.notes[name] = (logging.DEBUG, f"{name} = {raw!r} changes nothing here: {why} "
+                                               f"({source})")
             return
         if foreign.outcome is Outcome.REFUSED:
             raise ConfigError(name, foreign.why, source)
