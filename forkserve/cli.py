@@ -225,6 +225,12 @@ def _daemonize(keep_stdio: bool) -> None:
         os.close(null)
 
 
+def _apply_raw_env(cfg: Config) -> None:
+    for item in cfg.raw_env:
+        key, _, value = item.partition("=")
+        os.environ[key] = value
+
+
 def _log_notes(cfg: Config) -> None:
     """The config's notes (warnings for gunicorn settings without effect,
     the config file read...) to the error log."""
@@ -249,9 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), EXIT_USAGE)
         return
 
-    for item in cfg.raw_env:
-        key, _, value = item.partition("=")
-        os.environ[key] = value
+    _apply_raw_env(cfg)
 
     if cfg.print_config:
         sys.stdout.write(cfg.to_python())
@@ -306,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     def reload_config() -> Config:
         new = build_config(argv, cwd=start_cwd)
         new.values["chdir"] = None
+        _apply_raw_env(new)  # for the new workers, as gunicorn's reload does
         capture_output(new.capture_output)
         _log_notes(new)
         return new

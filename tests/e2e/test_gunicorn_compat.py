@@ -572,3 +572,161 @@ def test_runs_unchanged_under_forkserve_as_under_gunicorn(case, short_tmp):
             assert line.startswith(start), report
         for line in case.logged:
             assert line in logs["forkserve"], report
+
+
+# -- settings forkserve now implements, side by side with gunicorn -------------
+
+def _start(server: str, workdir: Path, args: list[str], stdout) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
+    env["HOME"] = str(workdir)
+    return subprocess.Popen([sys.executable, "-m", server, *args], cwd=str(workdir), env=env,
+                            stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _served(port: int, path: str = "/", timeout: float = 30.0) -> bytes:
+    case = Case("probe", "", path=path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = _ask(case, port, Path("."))
+        if answer is not None:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"nothing answered on port {port} within {timeout}s")
+
+
+def _fd_target(pid: int, fd: int) -> str:
+    return os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("inherit", [False, True], ids=["stdio-to-devnull", "stdio-inherited"])
+def test_daemon_detaches_as_gunicorn_does(short_tmp, inherit):
+    """-D: the launcher exits 0; the master runs in a session of its own,
+    not leading it (double fork), stdin on /dev/null, stdout and stderr on
+    /dev/null too unless -R keeps them (they are a file here, not a tty)."""
+    seen = {}
+    for server in SERVERS:
+        workdir = short_tmp / server
+        workdir.mkdir()
+        port = free_port()
+        out_path = workdir / "launcher.out"
+        args = ["-D", "--pid", str(workdir / "app.pid"), "-b", f"127.0.0.1:{port}",
+                "--error-logfile", str(workdir / "error.log"), *(["-R"] if inherit else []),
+                "compat_wsgi:application"]
+        with open(out_path, "wb") as out:
+            launcher = _start(server, workdir, args, out)
+        master = 0
+        try:
+            assert launcher.wait(30) == 0, out_path.read_text()
+            pidfile = workdir / "app.pid"
+            deadline = time.monotonic() + 20
+            while not pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            master = int(pidfile.read_text())
+            assert _served(port) == b"200 compat ok"
+            devnull = os.path.realpath(os.devnull)
+            seen[server] = (
+                os.getsid(master) != os.getsid(0),          # a session of its own
+                os.getsid(master) != master,                # not its leader
+                _fd_target(master, 0) == devnull,
+                _fd_target(master, 1) == (str(out_path) if inherit else devnull),
+                _fd_target(master, 2) == (str(out_path) if inherit else devnull),
+            )
+            os.kill(master, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_WITHIN
+            while _running(master) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _running(master), f"{server} daemon still running after TERM"
+        finally:
+            if master:
+                _kill_tree(master)
+    assert seen["forkserve"] == seen["gunicorn"] == (True,) * 5, seen
+
+
+@pytest.mark.timeout(120)
+def test_capture_output_follows_the_error_log_when_reopened(short_tmp):
+    """capture_output: what the app prints lands in the error log file, and
+    after logrotate moves it and USR1 asks for a reopen, in the new file."""
+    for server in SERVERS:
+        workdir = short_tmp / server
+        workdir.mkdir()
+        port = free_port()
+        log = workdir / "error.log"
+        with open(workdir / "stdout", "wb") as out:
+            proc = _start(server, workdir, ["--capture-output", "--error-logfile", str(log),
+                                            "-w", "2", "-b", f"127.0.0.1:{port}",
+                                            "compat_wsgi:application"], out)
+        try:
+            assert _served(port, "/print") == b"200 printed"
+            wait_text = "compat: printed to stderr"
+            _wait_for_text(log, wait_text)
+            assert "compat: printed to stdout" in log.read_text()
+            log.rename(workdir / "error.log.1")
+            proc.send_signal(signal.SIGUSR1)
+            # Every worker must have reopened: ask until the new file has it.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                _served(port, "/print")
+                if log.exists() and wait_text in log.read_text():
+                    break
+                time.sleep(0.3)
+            assert log.exists() and "compat: printed to stdout" in log.read_text(), server
+            assert (workdir / "stdout").read_text().count("compat: printed") == 0, server
+        finally:
+            _kill_tree(proc.pid)
+            proc.wait(10)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path}: "
+                         f"{path.read_text()[-2000:] if path.exists() else '(missing)'}")
+
+
+def test_without_capture_output_prints_stay_on_stdout(forkserve):
+    server = forkserve("compat_wsgi:application")
+    assert server.get("/print")[2] == b"printed"
+    _wait_for_text(server.stdout_path, "compat: printed to stdout")
+    assert "compat: printed" not in server.log
+
+
+def test_hup_reads_gunicorn_conf_py_again(forkserve, tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 1\nworker_tmp_dir = '/dev/shm'\n")
+    server = forkserve("compat_wsgi:application", cwd=tmp_path)
+    server.wait_workers(1)
+    assert server.log.count("Reading ./gunicorn.conf.py") == 1
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "workers = 2\nraw_env = ['COMPAT_GREETING=reloaded']\nworker_tmp_dir = '/dev/shm'\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reading ./gunicorn.conf.py", count=2)
+    server.wait_workers(2, timeout=20)
+    assert server.log.count("worker_tmp_dir = '/dev/shm' has no effect") == 2
+    assert server.get("/env")[2] == b"reloaded"  # raw_env applied again, as gunicorn does
+
+
+def test_check_config_prints_the_warnings():
+    from conftest import run_forkserve
+
+    proc = run_forkserve("--check-config", "--reload", "--worker-tmp-dir", "/dev/shm",
+                         "compat_wsgi:application")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("forkserve: warning: ") for line in lines)
+    assert "reload = True has no effect" in proc.stderr and "config OK" in proc.stdout
