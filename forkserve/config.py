@@ -209,10 +209,21 @@ def env_list(v: Any) -> list[str]:
     return list(items)
 
 
+_LOG_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # as Python's logging has them
+
+
 def log_level(v: Any) -> str:
-    if _is_str(v) and v.strip().lower() in ("debug", "info", "warning", "error", "critical"):
-        return v.strip().lower()
+    if _is_str(v):
+        level = v.strip().lower()
+        level = _LOG_LEVEL_ALIASES.get(level, level)
+        if level in ("debug", "info", "warning", "error", "critical"):
+            return level
     raise ValueError(f"expected debug, info, warning, error or critical, got {v!r}")
+
+
+def log_target(v: Any) -> str:
+    """A log file, or ``-``; None (``errorlog = os.getenv(...) or None``) is ``-``."""
+    return "-" if v is None else string(v)
 
 
 def forwarded_ips(v: Any) -> list[str]:
@@ -431,15 +442,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log_format", "logging", string, _ACCESS_LOG_FORMAT,
             "Access log line, with gunicorn's atoms: h l u t r m U q H s b B f a T D M L p {header}i {header}o.",
             ("--access-logformat",), "FORMAT", gunicorn=""),
-    Setting("errorlog", "logging", string, "-",
-            "Error log file, or - for stderr.",
-            ("--error-logfile", "--log-file"), "FILE", gunicorn=""),
+    Setting("errorlog", "logging", log_target, "-",
+            "Error log file, or - (or None) for stderr.",
+            ("--error-logfile", "--log-file"), "FILE",
+            gunicorn="None is stderr, every level (gunicorn: stderr, warnings and errors only)"),
     Setting("loglevel", "logging", log_level, "info",
-            "Error log level: debug, info, warning, error, critical.",
-            ("--log-level",), "LEVEL", gunicorn=""),
+            "Error log level: debug, info, warning (or warn), error, critical (or fatal).",
+            ("--log-level",), "LEVEL",
+            gunicorn="another value is refused (gunicorn logs at info instead)"),
     Setting("capture_output", "logging", boolean, False,
-            "Send the stdout and stderr of the master and workers (print(), tracebacks of "
-            "C libraries) to the errorlog file; nothing changes when errorlog is '-'.",
+            "Send the stdout and stderr of the master and workers (print(), what C "
+            "libraries write) to the errorlog file; nothing changes when errorlog is '-'.",
             ("--capture-output",), is_flag=True, gunicorn=""),
     Setting("enable_stdio_inheritance", "logging", boolean, False,
             "With daemon: keep stdout and stderr where they point unless they are a "

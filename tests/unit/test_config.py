@@ -266,6 +266,15 @@ def test_hooks_of_features_forkserve_lacks_have_no_effect(tmp_path):
     assert "it matters only with certfile" in cfg.notes["ssl_context"][1]
 
 
+def test_log_settings_take_what_gunicorn_configs_write(tmp_path):
+    cfg = _load(tmp_path, "import os\nerrorlog = os.getenv('ERROR_LOG') or None\n"
+                          "loglevel = 'WARN'\n")
+    assert cfg.errorlog == "-" and cfg.loglevel == "warning"
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, "loglevel = 'verbose'\n")  # gunicorn: info, silently
+    assert "expected debug, info, warning, error or critical" in str(info.value)
+
+
 # -- worker classes --------------------------------------------------------------
 
 @pytest.mark.parametrize("given, kind", [
