@@ -1,12 +1,14 @@
 """The ``forkserve`` command: argv (and the environment) to a Config, then
 the arbiter.
 
-Every option is generated from the settings table in :mod:`forkserve.config`,
-so the command line, config files and ``--print-config`` cannot drift apart.
+Every option is generated from the settings tables in :mod:`forkserve.config`
+and :mod:`forkserve.gunicorn_compat`, so the command line, config files and
+``--print-config`` cannot drift apart, and gunicorn's flags are all known.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -17,13 +19,16 @@ from click.core import ParameterSource
 
 from . import __version__
 from .app import AppLoadError, WorkerClassMismatch, detect_kind, load_app
-from .config import SETTINGS, Config, ConfigError, load_config_file
+from .config import (SETTINGS, Config, ConfigError, apply_environment, load_config_file,
+                     near_miss)
+from .gunicorn_compat import FOREIGN
 
 __all__ = ["main", "build_config", "command"]
 
 EXIT_USAGE = 2
 EXIT_APP = 3
 _DEFAULT_CONFIG = "forkserve.conf.py"
+_GUNICORN_CONFIG = "gunicorn.conf.py"
 
 
 def _make_command() -> click.Command:
@@ -37,12 +42,26 @@ def _make_command() -> click.Command:
         else:
             params.append(click.Option([*s.flags, s.name], multiple=s.multiple,
                                        metavar=s.metavar, help=s.doc))
-    params.append(click.Option(["--version"], is_flag=True, expose_value=False,
+    # gunicorn's flags for what forkserve does not do: parsed, so that each
+    # gets its warning or refusal (the settings table says which), not help.
+    for f in FOREIGN.values():
+        if not f.flags:
+            continue
+        if f.is_flag:
+            params.append(click.Option([*f.flags, f.name], is_flag=True,
+                                       flag_value=f.flag_value, default=None, hidden=True))
+        elif f.optional_value is not None:
+            params.append(click.Option([*f.flags, f.name], is_flag=False,
+                                       flag_value=f.optional_value, default=None, hidden=True))
+        else:
+            params.append(click.Option([*f.flags, f.name], multiple=f.multiple, hidden=True))
+    params.append(click.Option(["-v", "--version"], is_flag=True, expose_value=False,
                                is_eager=True, callback=_print_version,
                                help="Show the version and exit."))
     return click.Command(
         "forkserve", params=params,
-        help="Serve APP (module:callable, WSGI or ASGI) with a pre-forked pool of workers.",
+        help="Serve APP (module:callable, WSGI or ASGI) with a pre-forked pool of workers. "
+             "gunicorn's options are accepted too; those without an effect here say why.",
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
 
@@ -54,11 +73,20 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
 
 
 command = _make_command()
+_LONG_FLAGS = sorted(o for p in command.params if isinstance(p, click.Option)
+                     for o in p.opts if o.startswith("--"))
 
 
 def _explicit(args: Sequence[str], prog: str) -> dict[str, Any]:
     """The options actually given in ``args`` (no defaults)."""
-    ctx = command.make_context(prog, list(args))
+    try:
+        ctx = command.make_context(prog, list(args))
+    except click.NoSuchOption as exc:
+        # click's own hint is a loose close match (--reload -> --preload);
+        # ours names only a typo of a real flag.
+        hint = near_miss(exc.option_name, _LONG_FLAGS)
+        also = f"; did you mean {' or '.join(hint)}?" if hint else ""
+        raise click.UsageError(f"no such option: {exc.option_name}{also}") from None
     given: dict[str, Any] = {}
     for name, value in ctx.params.items():
         if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
@@ -69,34 +97,76 @@ def _explicit(args: Sequence[str], prog: str) -> dict[str, Any]:
     return given
 
 
+def _env_args(environ: dict[str, str], var: str) -> dict[str, Any]:
+    """The options in an environment variable written as a command line."""
+    text = environ.get(var, "")
+    if not text:
+        return {}
+    try:
+        return _explicit(shlex.split(text), var)
+    except ValueError as exc:
+        raise ConfigError(var, str(exc), "environment") from None
+    except click.ClickException as exc:
+        raise ConfigError(var, exc.format_message().replace("\n", " "), "environment") from None
+
+
+def _config_location(cfg: Config, given: list[tuple[dict[str, Any], str]],
+                     cwd: str | None) -> tuple[str | None, str]:
+    """Which config file to read, and what chose it."""
+    for args, source in given:
+        if args.get("config"):
+            return args["config"], source
+    here = cwd or os.getcwd()
+    ours = os.path.exists(os.path.join(here, _DEFAULT_CONFIG))
+    theirs = os.path.exists(os.path.join(here, _GUNICORN_CONFIG))
+    if ours:
+        if theirs:
+            cfg.note("default config", logging.INFO,
+                     f"Reading ./{_DEFAULT_CONFIG}; ./{_GUNICORN_CONFIG} is not read")
+        return _DEFAULT_CONFIG, "default"
+    if theirs:
+        cfg.note("default config", logging.INFO,
+                 f"Reading ./{_GUNICORN_CONFIG}, as gunicorn would (there is no "
+                 f"./{_DEFAULT_CONFIG})")
+        return _GUNICORN_CONFIG, "found in the current directory"
+    return None, ""
+
+
 def build_config(argv: Sequence[str], environ: dict[str, str] | None = None,
                  cwd: str | None = None) -> Config:
-    """Defaults < config file < FORKSERVE_CMD_ARGS < command line.
+    """Defaults (and the environment's: WEB_CONCURRENCY, PORT,
+    FORWARDED_ALLOW_IPS) < config file < GUNICORN_CMD_ARGS <
+    FORKSERVE_CMD_ARGS < command line.
 
     A relative config path is taken from ``cwd`` (default: the current
     directory), so a HUP after --chdir still finds the file.
     """
     environ = dict(os.environ) if environ is None else environ
     cli = _explicit(argv, "forkserve")
-    env_args = environ.get("FORKSERVE_CMD_ARGS", "")
-    try:
-        env = _explicit(shlex.split(env_args), "FORKSERVE_CMD_ARGS") if env_args else {}
-    except ValueError as exc:
-        raise ConfigError("FORKSERVE_CMD_ARGS", str(exc), "environment") from None
+    ours = _env_args(environ, "FORKSERVE_CMD_ARGS")
+    theirs = _env_args(environ, "GUNICORN_CMD_ARGS")
     cfg = Config()
-    path = cli.get("config") or env.get("config")
-    if path is None and os.path.exists(os.path.join(cwd or "", _DEFAULT_CONFIG)):
-        path = _DEFAULT_CONFIG
-    if path and cwd:
-        path = os.path.join(cwd, path)
-    if path:
-        cfg.set("config", path, "command line" if "config" in cli else "FORKSERVE_CMD_ARGS"
-                if "config" in env else "default")
-        load_config_file(cfg, path)
-    port = environ.get("PORT")
-    if port and "bind" not in cli and "bind" not in env and cfg.sources["bind"] == "default":
-        cfg.set("bind", f"0.0.0.0:{port}", "PORT environment variable")
-    for given, source in ((env, "FORKSERVE_CMD_ARGS"), (cli, "command line")):
+    if "wsgi_app" in theirs:
+        # gunicorn takes the app from its command line only.
+        cfg.note("GUNICORN_CMD_ARGS app", logging.WARNING,
+                 f"GUNICORN_CMD_ARGS: {theirs.pop('wsgi_app')!r} is not an option; ignored, "
+                 f"as gunicorn ignores it")
+    if environ.get("GUNICORN_CMD_ARGS"):
+        both = (" FORKSERVE_CMD_ARGS is applied after it."
+                if environ.get("FORKSERVE_CMD_ARGS") else "")
+        cfg.note("GUNICORN_CMD_ARGS", logging.INFO,
+                 f"Applying GUNICORN_CMD_ARGS, as gunicorn would: "
+                 f"{environ['GUNICORN_CMD_ARGS']}.{both}")
+    apply_environment(cfg, environ)
+    layers = [(cli, "command line"), (ours, "FORKSERVE_CMD_ARGS"), (theirs, "GUNICORN_CMD_ARGS")]
+    location, chosen_by = _config_location(cfg, layers, cwd)
+    if location:
+        cfg.set("config", location, chosen_by)
+        if cwd and not location.startswith("python:"):
+            path = location[len("file:"):] if location.startswith("file:") else location
+            location = os.path.join(cwd, path)
+        load_config_file(cfg, location, cwd)
+    for given, source in reversed(layers):
         for name, value in given.items():
             if name != "config":
                 cfg.set(name, value, source)
@@ -133,6 +203,43 @@ def _reserve_std_fds() -> None:
             setattr(sys, name, open(fd, mode, closefd=False, errors="backslashreplace"))
 
 
+def _daemonize(keep_stdio: bool) -> None:
+    """Detach from the terminal, as gunicorn's ``daemon`` does: fork, start
+    a new session, fork again (so the daemon can never regain a
+    controlling terminal); the launching process exits 0.  stdin goes to
+    /dev/null, and so do stdout and stderr unless ``keep_stdio`` (then only
+    if they are a terminal)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    for fd in (1, 2):
+        if not keep_stdio or os.isatty(fd):
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def _apply_raw_env(cfg: Config) -> None:
+    for item in cfg.raw_env:
+        key, _, value = item.partition("=")
+        os.environ[key] = value
+
+
+def _log_notes(cfg: Config) -> None:
+    """The config's notes (warnings for gunicorn settings without effect,
+    the config file read...) to the error log."""
+    from .logging import error_log
+
+    for level, line in cfg.notes.values():
+        error_log.log(level, line)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     _reserve_std_fds()
@@ -148,14 +255,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(str(exc), EXIT_USAGE)
         return
 
-    for item in cfg.raw_env:
-        key, _, value = item.partition("=")
-        os.environ[key] = value
+    _apply_raw_env(cfg)
 
     if cfg.print_config:
         sys.stdout.write(cfg.to_python())
         sys.exit(0)
     if cfg.check_config:
+        for level, line in cfg.notes.values():
+            if level >= logging.WARNING:
+                click.echo(f"forkserve: warning: {line}", err=True)
         try:
             app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
         except WorkerClassMismatch as exc:
@@ -174,13 +282,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                    f"{kind.upper()} app")
         sys.exit(0)
 
-    from .arbiter import Arbiter
-    from .logging import setup_logging
+    # A master re-executed by USR2 is detached already (it is its old
+    # master's child).
+    if cfg.daemon and "FORKSERVE_PARENT_PID" not in os.environ:
+        if os.environ.get("NOTIFY_SOCKET"):
+            cfg.note("daemon", logging.WARNING, "daemon under systemd (Type=notify): systemd "
+                     "loses track of a master that detaches; drop daemon")
+        _daemonize(cfg.enable_stdio_inheritance)
 
+    from .arbiter import Arbiter
+    from .logging import capture_output, setup_logging
+
+    capture_output(cfg.capture_output)
     try:
         setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
     except OSError as exc:
         _fail(f"errorlog/accesslog: cannot open: {exc}", EXIT_USAGE)
+    _log_notes(cfg)
     start_cwd = os.getcwd()
     if cfg.chdir:
         try:
@@ -192,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     def reload_config() -> Config:
         new = build_config(argv, cwd=start_cwd)
         new.values["chdir"] = None
+        _apply_raw_env(new)  # for the new workers, as gunicorn's reload does
+        capture_output(new.capture_output)
+        _log_notes(new)
         return new
 
     # The master has changed directory already; the app loads from here.

@@ -2,26 +2,36 @@
 ``--print-config`` and the README's settings table.
 
 Each setting has one definition (name, section, flags, validator, default,
-doc).  Values come from, lowest precedence first: the defaults, the config
-file, the ``FORKSERVE_CMD_ARGS`` environment variable, the command line.
-Every value, whatever its source, goes through the same validator, and a bad
-one is reported in one line naming the setting and where it came from.
+doc, how it differs from gunicorn's).  Values come from, lowest precedence
+first: the defaults (``WEB_CONCURRENCY``, ``PORT`` and ``FORWARDED_ALLOW_IPS``
+set some, as in gunicorn), the config file, ``GUNICORN_CMD_ARGS``,
+``FORKSERVE_CMD_ARGS``, the command line.  Every value, whatever its source,
+goes through the same validator, and a bad one is reported in one line
+naming the setting and where it came from.
+
+gunicorn's settings that forkserve does not implement are known too
+(:mod:`forkserve.gunicorn_compat`): they are accepted with a warning saying
+why they change nothing here, or refused with a line saying what to use.
 """
 
 from __future__ import annotations
 
-import difflib
+import importlib
 import inspect
+import logging
 import os
 import re
+import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+from .gunicorn_compat import FOREIGN, GUNICORN_NAMES, HOOK_NOTES, Foreign, Outcome
 from .sockets import parse_address
 from .workers import registry as worker_registry
 
-__all__ = ["ConfigError", "Setting", "SETTINGS", "HOOKS", "Config", "load_config_file"]
+__all__ = ["ConfigError", "Setting", "SETTINGS", "HOOKS", "Config", "load_config_file",
+           "near_miss", "settings_markdown", "gunicorn_markdown"]
 
 
 class ConfigError(Exception):
@@ -40,14 +50,20 @@ def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
 
-def integer(minimum: int = 0) -> Callable[[Any], int]:
+def integer(minimum: int = 0, below: str = "", zero_is: int | None = None
+            ) -> Callable[[Any], int]:
+    """An integer >= ``minimum``; ``below`` says why a smaller one is
+    refused and what to use; ``zero_is`` is what 0 stands for, if anything."""
     def check(v: Any) -> int:
         if isinstance(v, bool):
             raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
         if _is_str(v) and re.fullmatch(r"[+-]?[0-9]{1,18}", v.strip()):
             v = int(v.strip(), 10)
+        if isinstance(v, int) and v == 0 and zero_is is not None:
+            return zero_is
         if not isinstance(v, int) or v < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {v!r}")
+            hint = f" ({below})" if below and isinstance(v, int) else ""
+            raise ValueError(f"expected an integer >= {minimum}, got {v!r}{hint}")
         return v
     check.__doc__ = f"int >= {minimum}"
     return check
@@ -111,6 +127,32 @@ def choice(*options: str, aliases: dict[str, str] | None = None) -> Callable[[An
     return check
 
 
+_NO_SUCH_WORKER = {
+    "gevent": "forkserve has no gevent worker yet: serve blocking I/O with -k sync "
+              "--threads N, or an async app with -k asgi",
+    "eventlet": "gunicorn 27 dropped eventlet too: serve blocking I/O with -k sync "
+                "--threads N, or an async app with -k asgi",
+    "tornado": "forkserve has no tornado worker: serve a tornado app with its own server, "
+               "or an ASGI app with -k asgi",
+}
+
+
+def worker_class_name(v: Any) -> str:
+    """auto, sync or asgi; gunicorn's and uvicorn's names for them too
+    (the worker registry's aliases)."""
+    if _is_str(v) and (v == worker_registry.AUTO or v in worker_registry.KINDS):
+        return v
+    if _is_str(v) and v in worker_registry.ALIASES:
+        return worker_registry.ALIASES[v]
+    if _is_str(v):
+        key = v.lower()
+        for name, why in _NO_SUCH_WORKER.items():
+            if name in key:
+                raise ValueError(f"{v!r} is not available: {why}")
+    raise ValueError(f"expected auto, sync or asgi (or gunicorn's gthread, uvicorn's "
+                     f"UvicornWorker or UvicornH11Worker), got {v!r}")
+
+
 def string_list(v: Any) -> list[str]:
     """A list of strings; a single string is split on commas."""
     if _is_str(v):
@@ -158,10 +200,21 @@ def env_list(v: Any) -> list[str]:
     return list(items)
 
 
+_LOG_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # as Python's logging has them
+
+
 def log_level(v: Any) -> str:
-    if _is_str(v) and v.strip().lower() in ("debug", "info", "warning", "error", "critical"):
-        return v.strip().lower()
+    if _is_str(v):
+        level = v.strip().lower()
+        level = _LOG_LEVEL_ALIASES.get(level, level)
+        if level in ("debug", "info", "warning", "error", "critical"):
+            return level
     raise ValueError(f"expected debug, info, warning, error or critical, got {v!r}")
+
+
+def log_target(v: Any) -> str:
+    """A log file, or ``-``; None (``errorlog = os.getenv(...) or None``) is ``-``."""
+    return "-" if v is None else string(v)
 
 
 def forwarded_ips(v: Any) -> list[str]:
@@ -192,6 +245,9 @@ class Setting:
     multiple: bool = False   # the flag may be repeated (-b A -b B)
     is_flag: bool = False    # a boolean switch with no argument
     cli_only: bool = False   # an action of the command line, not a setting
+    # None: forkserve's own; "": gunicorn's, with its meaning; else how it differs.
+    gunicorn: str | None = None
+    aliases: tuple[str, ...] = ()  # gunicorn's other names for it (config files)
 
     @property
     def flag(self) -> str:
@@ -199,56 +255,70 @@ class Setting:
 
 
 _ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+#: The request reader's hard bound on a request head; no setting lifts it.
+HEAD_CAP = 65536
 
 SETTINGS: tuple[Setting, ...] = (
     # -- config
     Setting("config", "config", optional_string, None,
-            "Python config file. Without it, ./forkserve.conf.py is read if it exists.",
-            ("-c", "--config"), "FILE"),
+            "Python config file: PATH, file:PATH or python:MODULE. Without it, "
+            "./forkserve.conf.py is read if it exists, else ./gunicorn.conf.py.",
+            ("-c", "--config"), "FILE",
+            gunicorn="also reads ./gunicorn.conf.py, after ./forkserve.conf.py"),
     Setting("wsgi_app", "config", optional_string, None,
             "The application, module:callable or module:factory(); the APP argument sets it.",
-            (), "APP"),
+            (), "APP", gunicorn=""),
     Setting("check_config", "config", boolean, False,
             "Check the configuration and that the app loads, then exit.",
-            ("--check-config",), is_flag=True, cli_only=True),
+            ("--check-config",), is_flag=True, cli_only=True, gunicorn=""),
     Setting("print_config", "config", boolean, False,
             "Print the effective settings as a config file, then exit.",
-            ("--print-config",), is_flag=True, cli_only=True),
+            ("--print-config",), is_flag=True, cli_only=True,
+            gunicorn="prints a loadable config file, with the ignored names and gunicorn "
+                     "settings that have no effect as comments"),
     # -- server socket
     Setting("bind", "socket", addresses, ["127.0.0.1:8000"],
-            "Address to listen on: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N. Repeat for several.",
-            ("-b", "--bind"), "ADDRESS", multiple=True),
-    Setting("backlog", "socket", integer(1), 2048,
-            "Pending connections the kernel queues per listening socket.",
-            ("--backlog",), "INT"),
+            "Address to listen on: HOST:PORT, :PORT (all IPv4 interfaces), [IPV6]:PORT, "
+            "HOST (port 8000), unix:PATH or fd://N. Repeat for several. Default: "
+            "0.0.0.0:$PORT if PORT is set.",
+            ("-b", "--bind"), "ADDRESS", multiple=True, gunicorn=""),
+    Setting("backlog", "socket", integer(0), 2048,
+            "Pending connections the kernel queues per listening socket (0: the kernel's "
+            "smallest queue).",
+            ("--backlog",), "INT", gunicorn=""),
     Setting("reuse_port", "socket", boolean, False,
             "Set SO_REUSEPORT on the listening sockets.",
-            ("--reuse-port",), is_flag=True),
+            ("--reuse-port",), is_flag=True, gunicorn=""),
     Setting("umask", "socket", umask, 0,
             "umask of the master and workers; also governs unix socket file modes.",
-            ("-m", "--umask"), "INT"),
+            ("-m", "--umask"), "INT", gunicorn=""),
     # -- workers
-    Setting("workers", "workers", integer(1), 1,
-            "Number of worker processes.",
-            ("-w", "--workers"), "INT"),
-    Setting("worker_class", "workers",
-            choice(worker_registry.AUTO, *worker_registry.KINDS,
-                   aliases=worker_registry.ALIASES), worker_registry.AUTO,
+    Setting("workers", "workers",
+            integer(1, "0 workers would serve nothing: give 1 or more"), 1,
+            "Number of worker processes. Default: WEB_CONCURRENCY if set, else 1.",
+            ("-w", "--workers"), "INT",
+            gunicorn="0 is refused (gunicorn starts no worker)"),
+    Setting("worker_class", "workers", worker_class_name, worker_registry.AUTO,
             "sync (WSGI), asgi (ASGI on uvloop) or auto (detected from the app). "
-            "gunicorn's gthread and UvicornWorker names are accepted.",
-            ("-k", "--worker-class"), "CLASS"),
-    Setting("threads", "workers", integer(1), 1,
-            "Threads per sync worker that run the WSGI app; connections wait in an event loop.",
-            ("--threads",), "INT"),
-    Setting("worker_connections", "workers", integer(1), 1000,
+            "gunicorn's gthread and uvicorn's UvicornWorker and UvicornH11Worker are accepted.",
+            ("-k", "--worker-class"), "CLASS",
+            gunicorn="default auto (gunicorn: sync); gthread is sync with threads; uvicorn's "
+                     "workers are asgi; gevent, eventlet and tornado are refused"),
+    Setting("threads", "workers", integer(1, zero_is=1), 1,
+            "Threads per sync worker that run the WSGI app; connections wait in an event "
+            "loop (0 counts as 1).",
+            ("--threads",), "INT", gunicorn=""),
+    Setting("worker_connections", "workers",
+            integer(1, "0 would accept no connection: give 1 or more"), 1000,
             "Most open client connections per worker.",
-            ("--worker-connections",), "INT"),
+            ("--worker-connections",), "INT",
+            gunicorn="also bounds sync workers; 0 is refused"),
     Setting("max_requests", "workers", integer(0), 0,
             "Restart a worker gracefully after this many requests (0: never).",
-            ("--max-requests",), "INT"),
+            ("--max-requests",), "INT", gunicorn=""),
     Setting("max_requests_jitter", "workers", integer(0), 0,
             "Add a random 0..N to max_requests per worker, so workers do not restart together.",
-            ("--max-requests-jitter",), "INT"),
+            ("--max-requests-jitter",), "INT", gunicorn=""),
     Setting("max_worker_memory", "workers", integer(0), 0,
             "Recycle a worker gracefully once its RSS exceeds this many MiB (0: never).",
             ("--max-worker-memory",), "MIB"),
@@ -263,19 +333,26 @@ SETTINGS: tuple[Setting, ...] = (
             ("--max-worker-lifetime-jitter",), "SECONDS"),
     Setting("timeout", "workers", seconds, 30.0,
             "A worker that shows no progress for this many seconds is killed and replaced (0: never).",
-            ("-t", "--timeout"), "SECONDS"),
+            ("-t", "--timeout"), "SECONDS", gunicorn=""),
     Setting("graceful_timeout", "workers", seconds, 30.0,
-            "On TERM or HUP, how long workers may finish in-flight requests before they are killed.",
-            ("--graceful-timeout",), "SECONDS"),
+            "On TERM or HUP, how long workers may finish in-flight requests before they are "
+            "killed (0: at once).",
+            ("--graceful-timeout",), "SECONDS", gunicorn=""),
     Setting("keepalive", "workers", seconds, 5.0,
             "Seconds an idle keep-alive connection is kept open (0: no keep-alive).",
-            ("--keep-alive",), "SECONDS"),
+            ("--keep-alive",), "SECONDS",
+            gunicorn="default 5 (gunicorn: 2); the sync worker keeps connections alive "
+                     "(gunicorn's closes each one)"),
     Setting("lifespan", "workers", choice("auto", "on", "off"), "auto",
             "ASGI lifespan protocol: auto (use it if the app supports it), on, off.",
-            ("--lifespan",), "MODE"),
-    Setting("ws_max_size", "workers", integer(1), 16 * 1024 * 1024,
+            ("--lifespan", "--asgi-lifespan"), "MODE", aliases=("asgi_lifespan",)),
+    Setting("ws_max_size", "workers",
+            integer(1, "a WebSocket message is always bounded here: give the largest "
+                       "size in bytes"), 16 * 1024 * 1024,
             "Largest incoming WebSocket message in bytes (closed with 1009 beyond it).",
-            ("--ws-max-size",), "BYTES"),
+            ("--ws-max-size", "--websocket-max-message-size"), "BYTES",
+            aliases=("websocket_max_message_size",),
+            gunicorn="0 is refused (gunicorn: no limit)"),
     Setting("ws_ping_interval", "workers", seconds, 20.0,
             "Seconds between WebSocket pings from the server (0: no pings).",
             ("--ws-ping-interval",), "SECONDS"),
@@ -287,17 +364,22 @@ SETTINGS: tuple[Setting, ...] = (
             ("--limit-concurrency",), "INT"),
     Setting("root_path", "workers", string, "",
             "Mount point of the app behind a proxy: ASGI root_path and WSGI SCRIPT_NAME.",
-            ("--root-path",), "PATH"),
+            ("--root-path",), "PATH", gunicorn=""),
     # -- security
     Setting("limit_request_line", "security", integer(0), 4094,
-            "Longest request line in bytes (414 beyond it; 0: the 65536-byte head cap).",
-            ("--limit-request-line",), "INT"),
+            f"Longest request line in bytes (414 beyond it). 0 is not unlimited: it means "
+            f"the {HEAD_CAP}-byte request head cap, a bound forkserve always keeps.",
+            ("--limit-request-line",), "INT",
+            gunicorn=f"0 is the {HEAD_CAP}-byte head cap (gunicorn: unlimited); values above "
+                     f"8190 are honoured (gunicorn lowers them to 8190)"),
     Setting("limit_request_fields", "security", integer(0), 100,
-            "Most header fields in a request (431 beyond it).",
-            ("--limit-request-fields",), "INT"),
+            "Most header fields in a request (431 beyond it; 0: 32768, within the head cap).",
+            ("--limit-request-fields",), "INT", gunicorn=""),
     Setting("limit_request_field_size", "security", integer(0), 8190,
-            "Largest header field in bytes (431 beyond it; 0: the head cap).",
-            ("--limit-request-field_size", "--limit-request-field-size"), "INT"),
+            f"Largest header field in bytes (431 beyond it). 0 is not unlimited: it means "
+            f"the {HEAD_CAP}-byte request head cap.",
+            ("--limit-request-field_size", "--limit-request-field-size"), "INT",
+            gunicorn=f"0 is the {HEAD_CAP}-byte head cap (gunicorn documents 0 as unlimited)"),
     Setting("limit_request_body", "security", optional_integer(0), None,
             "Largest request body in bytes (413 beyond it; unset: no limit).",
             ("--limit-request-body",), "INT"),
@@ -312,46 +394,61 @@ SETTINGS: tuple[Setting, ...] = (
             ("--write-timeout",), "SECONDS"),
     Setting("forwarded_allow_ips", "security", forwarded_ips, ["127.0.0.1", "::1", "unix"],
             "Peers whose X-Forwarded-* and Forwarded headers are trusted: IPs, CIDR ranges, "
-            "'unix' for unix sockets, or '*'.",
-            ("--forwarded-allow-ips",), "LIST"),
+            "'unix' for unix sockets, or '*'. Default: FORWARDED_ALLOW_IPS if set.",
+            ("--forwarded-allow-ips",), "LIST",
+            gunicorn="a unix socket peer is trusted only if 'unix' is listed (gunicorn: always)"),
     # -- server mechanics
     Setting("preload_app", "server", boolean, False,
             "Import the app in the master before forking (shares memory; HUP then reloads it in the master).",
-            ("--preload",), is_flag=True),
+            ("--preload",), is_flag=True, gunicorn=""),
     Setting("chdir", "server", optional_string, None,
             "Change to this directory before loading the app.",
-            ("--chdir",), "DIR"),
+            ("--chdir",), "DIR", gunicorn=""),
     Setting("pythonpath", "server", string_list, [],
             "Directories to prepend to sys.path, comma separated.",
-            ("--pythonpath",), "DIRS"),
+            ("--pythonpath",), "DIRS", gunicorn=""),
     Setting("raw_env", "server", env_list, [],
             "Environment variables to set, KEY=VALUE; repeat for several.",
-            ("-e", "--env"), "KEY=VALUE", multiple=True),
+            ("-e", "--env"), "KEY=VALUE", multiple=True, gunicorn=""),
     Setting("pidfile", "server", optional_string, None,
             "Write the master's PID to this file.",
-            ("-p", "--pid"), "FILE"),
+            ("-p", "--pid"), "FILE", gunicorn=""),
     Setting("user", "server", user_or_group, None,
             "Switch worker processes to this user (name or uid).",
-            ("-u", "--user"), "USER"),
+            ("-u", "--user"), "USER", gunicorn=""),
     Setting("group", "server", user_or_group, None,
             "Switch worker processes to this group (name or gid).",
-            ("-g", "--group"), "GROUP"),
+            ("-g", "--group"), "GROUP", gunicorn=""),
     Setting("proc_name", "server", optional_string, None,
             "Name in process titles (default: the app).",
-            ("-n", "--name"), "NAME"),
+            ("-n", "--name"), "NAME", gunicorn=""),
+    Setting("daemon", "server", boolean, False,
+            "Detach from the terminal and run in the background (prefer a supervisor: "
+            "systemd, a container runtime).",
+            ("-D", "--daemon"), is_flag=True, gunicorn=""),
     # -- logging
     Setting("accesslog", "logging", optional_string, None,
             "Access log file, or - for stdout (default: no access log).",
-            ("--access-logfile",), "FILE"),
+            ("--access-logfile",), "FILE", gunicorn=""),
     Setting("access_log_format", "logging", string, _ACCESS_LOG_FORMAT,
             "Access log line, with gunicorn's atoms: h l u t r m U q H s b B f a T D M L p {header}i {header}o.",
-            ("--access-logformat",), "FORMAT"),
-    Setting("errorlog", "logging", string, "-",
-            "Error log file, or - for stderr.",
-            ("--error-logfile", "--log-file"), "FILE"),
+            ("--access-logformat",), "FORMAT", gunicorn=""),
+    Setting("errorlog", "logging", log_target, "-",
+            "Error log file, or - (or None) for stderr.",
+            ("--error-logfile", "--log-file"), "FILE",
+            gunicorn="None is stderr, every level (gunicorn: stderr, warnings and errors only)"),
     Setting("loglevel", "logging", log_level, "info",
-            "Error log level: debug, info, warning, error, critical.",
-            ("--log-level",), "LEVEL"),
+            "Error log level: debug, info, warning (or warn), error, critical (or fatal).",
+            ("--log-level",), "LEVEL",
+            gunicorn="another value is refused (gunicorn logs at info instead)"),
+    Setting("capture_output", "logging", boolean, False,
+            "Send the stdout and stderr of the master and workers (print(), what C "
+            "libraries write) to the errorlog file; nothing changes when errorlog is '-'.",
+            ("--capture-output",), is_flag=True, gunicorn=""),
+    Setting("enable_stdio_inheritance", "logging", boolean, False,
+            "With daemon: keep stdout and stderr where they point unless they are a "
+            "terminal (else they go to /dev/null).",
+            ("-R", "--enable-stdio-inheritance"), is_flag=True, gunicorn=""),
 )
 
 # Server hooks: config-file functions and the arguments they are called with.
@@ -374,6 +471,97 @@ HOOKS: dict[str, tuple[str, ...]] = {
 }
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+#: gunicorn's other names for forkserve settings: alias -> setting.
+ALIASES: dict[str, str] = {a: s.name for s in SETTINGS for a in s.aliases}
+_CLI_ONLY = frozenset(s.name for s in SETTINGS if s.cli_only)
+_FOREIGN_HOOKS = frozenset(f.name for f in FOREIGN.values() if f.hook)
+
+
+def _flag_names() -> dict[str, str]:
+    """A flag spelled as a config-file name (``preload`` for ``--preload``)
+    -> the setting it is for; only where the two differ, and only names long
+    enough not to be someone's ordinary variable (``pid``, ``env``)."""
+    out: dict[str, str] = {}
+    pairs = [(s.name, s.flags) for s in SETTINGS] + [(f.name, f.flags) for f in FOREIGN.values()]
+    for name, flags in pairs:
+        for flag in flags:
+            spelled = flag.lstrip("-").replace("-", "_")
+            if flag.startswith("--") and len(spelled) >= 6 and spelled != name \
+                    and spelled not in BY_NAME and spelled not in ALIASES \
+                    and spelled not in FOREIGN:
+                out[spelled] = name
+    return out
+
+
+FLAG_NAMES: dict[str, str] = _flag_names()
+_SETTING_NAMES = tuple(sorted({*BY_NAME, *ALIASES, *(set(FOREIGN) - _FOREIGN_HOOKS)}))
+_HOOK_NAMES = tuple(sorted({*HOOKS, *_FOREIGN_HOOKS}))
+
+
+def _edits(a: str, b: str, substitute: bool = True) -> int:
+    """Edits from ``a`` to ``b``: a letter added or dropped, two neighbours
+    swapped and (with ``substitute``) a letter changed each count one
+    (optimal string alignment)."""
+    change = 1 if substitute else 2  # without: a change is a drop and an add
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (change if ca != cb else 0))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def near_miss(name: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates ``name`` may be a typo of, likeliest first; empty if
+    it is no typo.
+
+    A typo is one edit away (``worker``, ``keep_alive``, ``timout``), or, in
+    long names, two letters dropped, added or swapped
+    (``max_request_jiter``); two changed letters make another word
+    (``statsd_port``), and a name that merely adds to a candidate
+    (``timeout_str``, ``use_loglevel``) is a helper variable, the way real
+    config files name them.  A name that is also the last word of a
+    candidate (``worker_init``, of ``post_worker_init``) gets that one too.
+    """
+    if len(name) < 4:
+        return []
+    found: list[tuple[int, str]] = []
+    pool = list(candidates)
+    for cand in pool:
+        if cand == name or abs(len(cand) - len(name)) > 2:
+            continue
+        if _edits(name, cand) <= 1:
+            found.append((1, cand))
+        elif len(name) >= 10 and cand not in name and _edits(name, cand, substitute=False) <= 2:
+            found.append((2, cand))
+    if not found:
+        return []
+    also = [c for c in pool if c.endswith("_" + name) and (c in BY_NAME or c in HOOKS)]
+    return [c for _, c in sorted(found)] + sorted(also)
+
+
+def _typo_of(name: str, value: Any) -> list[str]:
+    """The settings or hooks a config-file name was probably meant as: a
+    function is compared with hooks only, anything else with settings only,
+    so a hint never points at a different kind of thing."""
+    if callable(value) and not isinstance(value, type):
+        return near_miss(name, _HOOK_NAMES)
+    flag = FLAG_NAMES.get(name)
+    return [flag] if flag else near_miss(name, _SETTING_NAMES)
+
+
+def _unknown(name: str, targets: list[str]) -> str:
+    if not targets:
+        return "unknown setting"
+    hint = " or ".join(repr(t) for t in targets)
+    if FLAG_NAMES.get(name) == targets[0]:
+        flag = "--" + name.replace("_", "-")
+        return f"unknown setting; did you mean {hint}? ({flag} is its command-line flag)"
+    return f"unknown setting; did you mean {hint}?"
 
 
 def _no_hook(*args: Any) -> None:
@@ -387,6 +575,12 @@ class Config:
     values: dict[str, Any] = field(default_factory=lambda: {s.name: s.default for s in SETTINGS})
     sources: dict[str, str] = field(default_factory=lambda: {s.name: "default" for s in SETTINGS})
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    # gunicorn settings forkserve does not implement, as given: name -> (value, source).
+    foreign: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    # A config file's own variables: name -> the file.
+    ignored: dict[str, str] = field(default_factory=dict)
+    # Lines to log once logging is set up, one per key: key -> (level, line).
+    notes: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get("values")
@@ -397,16 +591,39 @@ class Config:
         raise AttributeError(name)
 
     def set(self, name: str, raw: Any, source: str) -> None:
-        """Validate ``raw`` for setting ``name`` and store it; ConfigError if bad."""
-        setting = BY_NAME.get(name)
+        """Validate ``raw`` for setting ``name`` (or a gunicorn name for it)
+        and store it; ConfigError if bad or refused."""
+        setting = BY_NAME.get(ALIASES.get(name, name))
         if setting is None:
-            raise ConfigError(name, "unknown setting" + _suggest(name), source)
+            foreign = FOREIGN.get(name)
+            if foreign is None:
+                raise ConfigError(name, _unknown(name, near_miss(name, _SETTING_NAMES)), source)
+            self._set_foreign(foreign, raw, source)
+            return
         try:
             value = setting.validator(raw)
         except ValueError as exc:
             raise ConfigError(name, str(exc), source) from None
-        self.values[name] = value
-        self.sources[name] = source
+        self.values[setting.name] = value
+        self.sources[setting.name] = source if name == setting.name else f"{source}, as {name}"
+
+    def _set_foreign(self, foreign: Foreign, raw: Any, source: str) -> None:
+        name = foreign.name
+        if foreign.is_quiet(raw) or foreign.needs:
+            self.foreign.pop(name, None)
+            why = f"it matters only with {foreign.needs}" if foreign.needs else \
+                "it asks for nothing forkserve does not do"
+            self.notes[name] = (logging.DEBUG, f"{name} = {raw!r} changes nothing here: {why} "
+                                               f"({source})")
+            return
+        if foreign.outcome is Outcome.REFUSED:
+            raise ConfigError(name, foreign.why, source)
+        self.foreign[name] = (raw, source)
+        shown = getattr(raw, "__qualname__", None) or repr(raw)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        self.notes[name] = (logging.WARNING, f"{name} = {shown} has no effect: {foreign.why} "
+                                             f"({source})")
 
     def set_hook(self, name: str, fn: Any, source: str) -> None:
         if not callable(fn):
@@ -422,6 +639,17 @@ class Config:
         self.hooks[name] = fn
         self.sources[name] = source
 
+    def ignore(self, name: str, source: str) -> None:
+        """Record a config file's own variable (gunicorn ignores them too)."""
+        self.ignored[name] = source
+        self.notes[f"ignored {name}"] = (
+            logging.DEBUG, f"{name}: not a setting, the config file's own variable; "
+                           f"ignored ({source})")
+
+    def note(self, key: str, level: int, line: str) -> None:
+        """A line for the error log, once it is set up."""
+        self.notes[key] = (level, line)
+
     @property
     def address_list(self) -> list[str]:
         return self.values["bind"]
@@ -432,29 +660,63 @@ class Config:
                 yield s, self.values[s.name]
 
     def to_python(self) -> str:
-        """The effective settings as a config file (``--print-config``)."""
+        """The effective settings as a config file (``--print-config``);
+        what has no effect, and what was ignored, as comments."""
         lines = ["# forkserve effective configuration"]
         for s, value in self.items():
             src = self.sources[s.name]
             lines.append(f"{s.name} = {value!r}" + ("" if src == "default" else f"  # {src}"))
         for name, fn in sorted(self.hooks.items()):
             lines.append(f"# hook {name} = {getattr(fn, '__qualname__', fn)!r}  # {self.sources[name]}")
+        if self.foreign:
+            lines.append("# gunicorn settings that have no effect here:")
+            for name, (value, src) in sorted(self.foreign.items()):
+                shown = getattr(value, "__qualname__", None) or repr(value)
+                lines.append(f"# {name} = {shown}  # {src}: {FOREIGN[name].why}")
+        if self.ignored:
+            lines.append("# ignored, the config file's own variables:")
+            for src in sorted(set(self.ignored.values())):
+                names = sorted(n for n, s in self.ignored.items() if s == src)
+                lines.append(f"# {', '.join(names)}  # {src}")
         return "\n".join(lines) + "\n"
 
 
-def _suggest(name: str) -> str:
-    match = difflib.get_close_matches(name, list(BY_NAME) + list(HOOKS), n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
+#: Environment variables that give a setting its default, as in gunicorn.
+ENV_DEFAULTS: tuple[tuple[str, str, str], ...] = (
+    ("WEB_CONCURRENCY", "workers", "{}"),
+    ("PORT", "bind", "0.0.0.0:{}"),
+    ("FORWARDED_ALLOW_IPS", "forwarded_allow_ips", "{}"),
+)
 
 
-def load_config_file(cfg: Config, path: str) -> None:
-    """Execute a Python config file and apply its module-level names.
+def apply_environment(cfg: Config, environ: dict[str, str]) -> None:
+    """Defaults from WEB_CONCURRENCY, PORT and FORWARDED_ALLOW_IPS."""
+    for var, name, form in ENV_DEFAULTS:
+        value = environ.get(var, "")
+        if value:
+            cfg.set(name, form.format(value), f"{var} environment variable")
 
-    Lower-case names must be settings or hooks; a typo is an error rather
-    than a setting silently ignored.  Names starting with ``_``, ALL-CAPS
-    constants, modules, classes and imported callables are the file's own.
+
+def load_config_file(cfg: Config, location: str, base_dir: str | None = None) -> None:
+    """Read a config file (PATH, file:PATH) or module (python:MODULE) and
+    apply its module-level names.
+
+    Lower-case names that are settings (gunicorn's too) or hooks are
+    applied; a near miss of one (:func:`near_miss`) is an error, unless the
+    name it is near is set as well; any other name is the file's own and
+    ignored, as gunicorn ignores it.  Names starting with ``_``, other
+    cases, modules and classes are the file's own.
     """
-    source = path
+    if location.startswith("python:"):
+        namespace = _import_config(location, base_dir)
+    else:
+        path = location[len("file:"):] if location.startswith("file:") else location
+        namespace = _exec_config(path)
+        location = path
+    apply_namespace(cfg, namespace, location)
+
+
+def _exec_config(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             code_text = f.read()
@@ -468,20 +730,56 @@ def load_config_file(cfg: Config, path: str) -> None:
         raise ConfigError("config", f"syntax error on line {exc.lineno}: {exc.msg}", path) from None
     except Exception as exc:
         raise ConfigError("config", f"the file raised {type(exc).__name__}: {exc}", path) from None
+    return namespace
 
+
+def _import_config(location: str, base_dir: str | None) -> dict[str, Any]:
+    module_name = location[len("python:"):]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module_name):
+        raise ConfigError("config", f"expected python:MODULE, got {location!r}", location)
+    # As gunicorn: the module is found from the current directory.  It is
+    # imported afresh each time, so a HUP reads it again.
+    here = os.path.abspath(base_dir or os.getcwd())
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
+    sys.modules.pop(module_name, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError("config", f"cannot import the config module: {exc}", location) from None
+    except SyntaxError as exc:
+        raise ConfigError("config", f"syntax error in {exc.filename} on line {exc.lineno}: "
+                          f"{exc.msg}", location) from None
+    except Exception as exc:
+        raise ConfigError("config", f"the module raised {type(exc).__name__}: {exc}",
+                          location) from None
+    finally:
+        if added:
+            sys.path.remove(here)
+    return dict(vars(module))
+
+
+def apply_namespace(cfg: Config, namespace: dict[str, Any], source: str) -> None:
+    """Apply a config file's module-level names (see :func:`load_config_file`)."""
+    given = set(namespace)
     for name, value in namespace.items():
-        if name.startswith("_") or name.isupper() or name in ("check_config", "print_config"):
+        if name.startswith("_") or name in _CLI_ONLY:
             continue
-        if isinstance(value, (types.ModuleType, type)):
-            continue
+        if isinstance(value, types.ModuleType):
+            continue  # import os; import syslog: a module, never the setting
         if name in HOOKS:
             cfg.set_hook(name, value, source)
-        elif name in BY_NAME:
+        elif name in BY_NAME or name in ALIASES or name in FOREIGN:
             cfg.set(name, value, source)
-        elif callable(value) and getattr(value, "__module__", None) != "__config__":
-            continue  # imported from elsewhere: from os.path import join
+        elif name != name.lower() or isinstance(value, type):
+            continue  # constants, classes: plainly the file's own
         else:
-            raise ConfigError(name, "unknown setting" + _suggest(name), source)
+            targets = _typo_of(name, value)
+            meant = {*targets, *(a for a, t in ALIASES.items() if t in targets)}
+            if targets and not meant & given:
+                raise ConfigError(name, _unknown(name, targets), source)
+            cfg.ignore(name, source)
 
 
 def settings_markdown() -> str:
@@ -491,26 +789,62 @@ def settings_markdown() -> str:
         flags = ", ".join(f"`{f}`" for f in s.flags) if s.flags else "(APP argument)" \
             if s.name == "wsgi_app" else "(config file)"
         default = "unset" if s.default is None else f"`{s.default!r}`"
-        rows.append(f"| `{s.name}` | {flags} | {default} | {s.doc.replace('|', '&#124;')} |")
+        rows.append(f"| `{s.name}` | {flags} | {default} | {_cell(s.doc)} |")
     return "\n".join(rows) + "\n"
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "&#124;")
+
+
+def gunicorn_outcome(name: str) -> tuple[Outcome, str, str]:
+    """What gunicorn's setting ``name`` does here: (outcome, flags, note)."""
+    if name in ALIASES:
+        target = BY_NAME[ALIASES[name]]
+        flag = "--" + name.replace("_", "-")
+        note = f"another name for `{target.name}`"
+        return Outcome.ALIAS, f"`{flag}`" if flag in target.flags else "", \
+            f"{note}; {target.gunicorn}" if target.gunicorn else note
+    if name in BY_NAME:
+        s = BY_NAME[name]
+        flags = ", ".join(f"`{f}`" for f in s.flags)
+        return Outcome.SUPPORTED, flags, s.gunicorn or "as in gunicorn"
+    if name in HOOKS:
+        return Outcome.SUPPORTED, "", "server hook; " + (HOOK_NOTES.get(name) or "as in gunicorn")
+    foreign = FOREIGN[name]
+    return foreign.outcome, ", ".join(f"`{f}`" for f in foreign.flags), foreign.why
+
+
+def gunicorn_markdown() -> str:
+    """The README's table of gunicorn's settings, generated from the tables."""
+    rows = ["| gunicorn setting | flags | here | why, or how it differs |", "|---|---|---|---|"]
+    for name in GUNICORN_NAMES:
+        outcome, flags, note = gunicorn_outcome(name)
+        rows.append(f"| `{name}` | {flags} | {outcome.value} | {_cell(note)} |")
+    return "\n".join(rows) + "\n"
+
+
+_TABLES = {"settings": settings_markdown, "gunicorn": gunicorn_markdown}
+
+
 def update_readme(path: str) -> None:
-    """Replace the table between the README's settings markers."""
+    """Replace the tables between the README's markers."""
     with open(path, encoding="utf-8") as f:
         text = f.read()
-    begin = text.index("<!-- settings:begin")
-    begin = text.index("\n", begin) + 1
-    end = text.index("<!-- settings:end -->")
+    for key, render in _TABLES.items():
+        begin = text.index(f"<!-- {key}:begin")
+        begin = text.index("\n", begin) + 1
+        end = text.index(f"<!-- {key}:end -->")
+        text = text[:begin] + render() + text[end:]
     with open(path, "w", encoding="utf-8") as f:
-        f.write(text[:begin] + settings_markdown() + text[end:])
+        f.write(text)
 
 
 if __name__ == "__main__":
-    # python -m forkserve.config [--readme README.md]
-    import sys
-
+    # python -m forkserve.config [--readme README.md | --gunicorn]
     if sys.argv[1:2] == ["--readme"]:
         update_readme(sys.argv[2])
+    elif sys.argv[1:2] == ["--gunicorn"]:
+        print(gunicorn_markdown(), end="")
     else:
         print(settings_markdown(), end="")

@@ -24,11 +24,12 @@ import os
 import select
 import socket
 import stat
+import sys
 import time
 from typing import Any, Iterable
 
-__all__ = ["setup_logging", "reopen_logs", "log_drops", "AccessLog", "AccessRecord",
-           "error_log", "MAX_LINE", "CUT_MARK"]
+__all__ = ["setup_logging", "reopen_logs", "capture_output", "log_drops", "AccessLog",
+           "AccessRecord", "error_log", "MAX_LINE", "CUT_MARK"]
 
 error_log = logging.getLogger("forkserve.error")
 _access_log = logging.getLogger("forkserve.access")
@@ -303,6 +304,35 @@ def log_drops() -> dict[str, int]:
     return counts
 
 
+# Whether descriptors 1 and 2 follow the error log file (capture_output).
+_capture = False
+
+
+def capture_output(enabled: bool) -> None:
+    """Send stdout and stderr, the descriptors (so ``print()`` and whatever
+    a C library writes), to the error log file: gunicorn's
+    ``capture_output``.  Takes effect at the next :func:`setup_logging`,
+    and follows the file when it is reopened; with the error log on ``-``
+    nothing changes."""
+    global _capture
+    _capture = enabled
+
+
+def _capture_into(handler: _FDHandler) -> None:
+    if not _capture or handler.path is None:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()  # what was printed before goes where it was meant to
+        except (AttributeError, OSError, ValueError):
+            pass
+    try:
+        os.dup2(handler.dest.fd, 1)
+        os.dup2(handler.dest.fd, 2)
+    except OSError:
+        pass  # a log that cannot be captured into must not stop anything
+
+
 def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
     """(Re)configure both logs from settings.  ``-`` is stderr (error log)
     or stdout (access log), by descriptor: ``sys.stderr`` may be None when
@@ -316,6 +346,8 @@ def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
     handler.setFormatter(_Formatter())
     error_log.addHandler(handler)
     error_log.setLevel(_LEVELS[loglevel])
+    # Before the access log opens: its "-" is descriptor 1, captured too.
+    _capture_into(handler)
     if accesslog:
         ah = _FDHandler(accesslog, 1, "access log")
         ah.setFormatter(logging.Formatter("%(message)s"))
@@ -329,6 +361,9 @@ def reopen_logs() -> None:
     """Reopen log files (USR1): logrotate has moved them away."""
     for h in _handlers():
         h.reopen()
+    for h in error_log.handlers:
+        if isinstance(h, _FDHandler):
+            _capture_into(h)
 
 
 class AccessRecord:

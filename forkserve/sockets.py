@@ -42,7 +42,11 @@ class Address:
 
 
 def parse_address(text: str) -> Address:
-    """Parse HOST:PORT, [V6]:PORT, HOST (port 8000), unix:PATH or fd://N."""
+    """Parse HOST:PORT, [V6]:PORT, HOST (port 8000), unix:PATH or fd://N;
+    as gunicorn: an empty host (``:8080``) is every IPv4 interface, and
+    ``tcp://`` may come first."""
+    if text.startswith("tcp://"):
+        text = text[len("tcp://"):]
     if text.startswith("unix:"):
         path = text[5:]
         if path.startswith("//"):
@@ -68,6 +72,8 @@ def parse_address(text: str) -> Address:
         host, sep, port_text = text.rpartition(":")
         if not sep:
             host, port_text = text, "8000"
+        if sep and not host:
+            host = "0.0.0.0"  # ":8080": gunicorn binds the empty host, all of IPv4
         if ":" in host:
             raise ValueError(f"an IPv6 address is written [ADDR]:PORT, got {text!r}")
     if not _PORT.fullmatch(port_text) or int(port_text) > 65535:

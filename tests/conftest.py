@@ -29,6 +29,10 @@ from hypothesis import HealthCheck, settings
 
 APPS = Path(__file__).parent / "apps"
 ROOT = Path(__file__).parent.parent
+#: Environment variables forkserve reads settings from (gunicorn's too): a
+#: test that wants one passes it explicitly.
+SERVER_ENV = ("FORKSERVE_CMD_ARGS", "GUNICORN_CMD_ARGS", "WEB_CONCURRENCY", "PORT",
+              "FORWARDED_ALLOW_IPS")
 
 # Property-based tests: "ci" (the default) is derandomized, so every run
 # tries the same examples and a failure reproduces; "deep" is for long runs
@@ -249,7 +253,8 @@ def forkserve(tmp_path: Path) -> Iterator:
             cmd.append(app)
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
-        full_env.pop("FORKSERVE_CMD_ARGS", None)
+        for var in SERVER_ENV:
+            full_env.pop(var, None)
         full_env.update(env or {})
         log_path = tmp_path / f"error-{len(servers)}.log"
         out = open(tmp_path / f"stdout-{len(servers)}.log", "wb")
@@ -280,7 +285,8 @@ def run_forkserve(*args: str, cwd: Path | str | None = None, env: dict[str, str]
     """Run forkserve to completion (for --check-config, bad configs...)."""
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
-    full_env.pop("FORKSERVE_CMD_ARGS", None)
+    for var in SERVER_ENV:
+        full_env.pop(var, None)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "forkserve", *args], cwd=str(cwd or APPS),
                           env=full_env, capture_output=True, text=True, timeout=timeout,

@@ -26,11 +26,19 @@ KINDS: dict[str, str] = {
     "asgi": "forkserve.workers.asgi:ASGIWorker",
 }
 
-#: gunicorn's and uvicorn's names, also accepted for ``worker_class``.
+#: gunicorn's and uvicorn's names for what these kinds do, also accepted
+#: for ``worker_class``.
 ALIASES: dict[str, str] = {
     "gthread": "sync",
+    "gunicorn.workers.sync.SyncWorker": "sync",
+    "gunicorn.workers.gthread.ThreadWorker": "sync",
+    "gunicorn.workers.gasgi.ASGIWorker": "asgi",
+    "egg:gunicorn#sync": "sync",
+    "egg:gunicorn#gthread": "sync",
     "uvicorn.workers.UvicornWorker": "asgi",
+    "uvicorn.workers.UvicornH11Worker": "asgi",
     "uvicorn_worker.UvicornWorker": "asgi",
+    "uvicorn_worker.UvicornH11Worker": "asgi",
 }
 
 #: The setting that picks the kind from the app at fork time.

@@ -21,11 +21,15 @@ def _write(tmp_path, text: str):
 @pytest.mark.parametrize("text, needle", [
     ("worker = 2\n", "worker: unknown setting; did you mean 'workers'?"),
     ("workers = 'four'\n", "workers: expected an integer >= 1, got 'four'"),
-    ("workers = 0\n", "workers: expected an integer >= 1, got 0"),
+    ("workers = 0\n", "workers: expected an integer >= 1, got 0 (0 workers would serve "
+                      "nothing: give 1 or more)"),
     ("bind = ['127.0.0.1:99999']\n", "bind: invalid port in '127.0.0.1:99999'"),
     ("bind = 'fe80::1:80'\n", "bind: an IPv6 address is written [ADDR]:PORT"),
     ("timeout = -1\n", "timeout: expected a number of seconds >= 0"),
-    ("worker_class = 'gevent'\n", "worker_class: expected one of auto, sync, asgi"),
+    ("worker_class = 'gevent'\n", "worker_class: 'gevent' is not available: forkserve has no "
+                                  "gevent worker yet: serve blocking I/O with -k sync"),
+    ("worker_class = 'nope'\n", "worker_class: expected auto, sync or asgi"),
+    ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
     ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown setting; did you mean 'post_fork'?"),
     ("def post_fork(server):\n    pass\n", "post_fork: a server hook taking 2 argument(s)"),
     ("workers = (\n", "config: syntax error on line"),

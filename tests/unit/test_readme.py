@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from forkserve.config import settings_markdown
+from forkserve.config import gunicorn_markdown, settings_markdown
 
 README = Path(__file__).parent.parent.parent / "README.md"
 
@@ -15,6 +15,15 @@ def test_readme_settings_table_is_current():
     assert m.group(1) == settings_markdown(), (
         "README settings table is stale; regenerate it with "
         "python -m forkserve.config and paste it between the settings markers")
+
+
+def test_readme_gunicorn_table_is_current():
+    text = README.read_text()
+    m = re.search(r"<!-- gunicorn:begin[^>]*-->\n(.*?)<!-- gunicorn:end -->", text, re.S)
+    assert m, "README has no table of gunicorn's settings"
+    assert m.group(1) == gunicorn_markdown(), (
+        "README's table of gunicorn settings is stale; regenerate it with "
+        "python -m forkserve.config --readme README.md")
 
 
 def test_readme_quickstart_has_the_two_commands():

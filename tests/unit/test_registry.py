@@ -77,5 +77,14 @@ def test_auto_asks_the_app():
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown worker kind"):
         registry.worker_class("gevent")
-    with pytest.raises(ConfigError, match="expected one of auto, sync, asgi"):
+    with pytest.raises(ConfigError, match="no gevent worker yet"):
         Config().set("worker_class", "gevent", "test")
+    with pytest.raises(ConfigError, match="expected auto, sync or asgi"):
+        Config().set("worker_class", "thread", "test")
+
+
+@pytest.mark.parametrize("name", sorted(registry.ALIASES))
+def test_every_alias_is_a_worker_class_setting(name):
+    cfg = Config()
+    cfg.set("worker_class", name, "test")
+    assert cfg.worker_class == registry.ALIASES[name]

@@ -1,0 +1,732 @@
+"""gunicorn's config files and command lines, run unchanged under forkserve
+and under gunicorn 27 in the same test (issue 13).
+
+Each case is written the way real projects write them (helper variables,
+conditionals on environment variables, worker formulas, logging dicts,
+hooks, Procfile and Cloud Run command lines, a Docker image's
+gunicorn_conf.py): written for this suite, not copied.  Both servers run it
+as real processes in a directory of their own, on loopback, and must reach
+the same outcome: served with the same answer to the same request, or both
+refused.  A forkserve server must then stop promptly on TERM.
+
+One deliberate change from the originals: where they bind ``0.0.0.0`` (or
+``:$PORT``, all interfaces) these bind ``127.0.0.1``, since servers started
+here listen on loopback only; the all-interfaces forms are parsed by the unit
+tests (tests/unit/test_config.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import APPS, ROOT, SERVER_ENV, free_port, parse_response, read_until_close
+
+pytestmark = pytest.mark.e2e
+pytest.importorskip("gunicorn", minversion="27")
+
+SERVERS = ("forkserve", "gunicorn")
+# Environment variables either server reads: a test gives them explicitly.
+_SERVER_ENV = (*SERVER_ENV, "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "SENDFILE")
+STOP_WITHIN = 10.0  # seconds from TERM to a forkserve master gone (no request in flight)
+
+
+@dataclass
+class Case:
+    """One config file or command line, as a project would ship it.
+
+    ``argv`` follows the server's name; ``@PORT@`` and ``@DIR@`` (the
+    case's directory) are filled in there, in ``files`` and in ``env``.
+    With ``shell``, ``argv`` is a shell command line (a Procfile's), run by
+    ``sh -c`` with ``$SERVER`` naming the server.
+    """
+
+    id: str
+    argv: str
+    files: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    path: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
+    answer: bytes | None = b"compat ok"   # None: both must refuse to start
+    exit_zero: bool = False               # a one-shot command (--check-config)
+    shell: bool = False
+    unix: str = ""                        # connect to this socket (under @DIR@) instead
+    daemon_pidfile: str = ""              # the launcher detaches; the master is in this file
+    occupy_port: bool = False             # something else already listens on @PORT@
+    then_files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # must contain
+    # forkserve's WARNING lines, each starting with one of these, in order;
+    # and lines its log must contain.
+    warnings: tuple[str, ...] = ()
+    logged: tuple[str, ...] = ()
+
+
+TIANGOLO_STYLE = """\
+import json
+import multiprocessing
+import os
+
+workers_per_core_str = os.getenv("WORKERS_PER_CORE", "1")
+max_workers_str = os.getenv("MAX_WORKERS")
+use_max_workers = None
+if max_workers_str:
+    use_max_workers = int(max_workers_str)
+web_concurrency_str = os.getenv("WEB_CONCURRENCY", None)
+
+host = os.getenv("HOST", "0.0.0.0")
+port = os.getenv("PORT", "80")
+bind_env = os.getenv("BIND", None)
+use_loglevel = os.getenv("LOG_LEVEL", "info")
+if bind_env:
+    use_bind = bind_env
+else:
+    use_bind = f"{host}:{port}"
+
+cores = multiprocessing.cpu_count()
+workers_per_core = float(workers_per_core_str)
+default_web_concurrency = workers_per_core * cores
+if web_concurrency_str:
+    web_concurrency = int(web_concurrency_str)
+    assert web_concurrency > 0
+else:
+    web_concurrency = max(int(default_web_concurrency), 2)
+    if use_max_workers:
+        web_concurrency = min(web_concurrency, use_max_workers)
+accesslog_var = os.getenv("ACCESS_LOG", "-")
+use_accesslog = accesslog_var or None
+errorlog_var = os.getenv("ERROR_LOG", "-")
+use_errorlog = errorlog_var or None
+graceful_timeout_str = os.getenv("GRACEFUL_TIMEOUT", "120")
+timeout_str = os.getenv("TIMEOUT", "120")
+keepalive_str = os.getenv("KEEP_ALIVE", "5")
+
+# Gunicorn config variables
+loglevel = use_loglevel
+workers = web_concurrency
+bind = use_bind
+errorlog = use_errorlog
+worker_tmp_dir = "/dev/shm"
+accesslog = use_accesslog
+graceful_timeout = int(graceful_timeout_str)
+timeout = int(timeout_str)
+keepalive = int(keepalive_str)
+
+# For debugging and testing
+log_data = {
+    "loglevel": loglevel,
+    "workers": workers,
+    "bind": bind,
+    "graceful_timeout": graceful_timeout,
+    "timeout": timeout,
+    "keepalive": keepalive,
+    "errorlog": errorlog,
+    "accesslog": accesslog,
+    "workers_per_core": workers_per_core,
+    "use_max_workers": use_max_workers,
+    "host": host,
+    "port": port,
+}
+print(json.dumps(log_data))
+"""
+
+EXAMPLE_CONFIG_WITH_HOOKS = """\
+# Server socket
+bind = '127.0.0.1:@PORT@'
+backlog = 2048
+
+# Worker processes
+workers = 2
+worker_class = 'sync'
+worker_connections = 1000
+timeout = 30
+keepalive = 2
+
+# Debugging
+spew = False
+
+# Server mechanics
+daemon = False
+raw_env = [
+    'COMPAT_GREETING=hooked',
+]
+pidfile = None
+umask = 0
+user = None
+group = None
+tmp_upload_dir = None
+
+# Logging
+errorlog = '-'
+loglevel = 'info'
+accesslog = '-'
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+
+# Process naming
+proc_name = None
+
+# Server hooks
+def post_fork(server, worker):
+    server.log.info("Worker spawned (pid: %s)", worker.pid)
+
+def pre_fork(server, worker):
+    pass
+
+def pre_exec(server):
+    server.log.info("Forked child, re-executing.")
+
+def when_ready(server):
+    server.log.info("Server is ready. Spawning workers")
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "ready.marker"), "w") as f:
+        f.write("ready %d" % server.pid)
+
+def worker_int(worker):
+    worker.log.info("worker received INT or QUIT signal")
+
+def worker_abort(worker):
+    worker.log.info("worker received SIGABRT signal")
+"""
+
+LOGGING_DICT = """\
+import os
+
+bind = "127.0.0.1:@PORT@"
+workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+loglevel = os.environ.get("LOG_LEVEL", "INFO").lower()
+accesslog = "-"
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {
+            "format": '{"time": "%(asctime)s", "level": "%(levelname)s", '
+                      '"message": "%(message)s"}',
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+    },
+    "root": {"level": "INFO", "handlers": ["console"]},
+}
+"""
+
+CASES = [
+    Case("docker-image-conf-uvicorn-worker",
+         "-c gunicorn_conf.py -k uvicorn.workers.UvicornWorker compat_asgi:app",
+         files={"gunicorn_conf.py": TIANGOLO_STYLE},
+         env={"HOST": "127.0.0.1", "PORT": "@PORT@", "MAX_WORKERS": "2", "LOG_LEVEL": "info"},
+         answer=b"compat asgi ok",
+         warnings=("worker_tmp_dir = '/dev/shm' has no effect: the heartbeat lives in shared "
+                   "memory",)),
+    Case("heroku-procfile",
+         "exec $SERVER compat_wsgi:application --bind 127.0.0.1:$PORT --log-file - "
+         "--access-logfile -",
+         env={"PORT": "@PORT@", "WEB_CONCURRENCY": "2"}, shell=True),
+    Case("cloud-run",
+         "exec $SERVER --bind 127.0.0.1:$PORT --workers 1 --threads 8 --timeout 0 "
+         "compat_wsgi:application",
+         env={"PORT": "@PORT@"}, shell=True),
+    Case("gunicorn-conf-py-found-in-cwd", "compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             import multiprocessing
+             import os
+
+             bind = "127.0.0.1:" + os.environ.get("PORT", "8000")
+             workers = min(multiprocessing.cpu_count() * 2 + 1, 3)
+             worker_class = "gthread"
+             threads = 2
+             accesslog = "-"
+             """)},
+         env={"PORT": "@PORT@"},
+         logged=("Reading ./gunicorn.conf.py, as gunicorn would (there is no "
+                 "./forkserve.conf.py)",)),
+    Case("gunicorn-cmd-args", "compat_wsgi:application",
+         env={"GUNICORN_CMD_ARGS": "--bind=127.0.0.1:@PORT@ --workers=2 --access-logfile=- "
+                                   "--timeout 60"},
+         logged=("Applying GUNICORN_CMD_ARGS, as gunicorn would: --bind=127.0.0.1:",)),
+    Case("example-config-with-hooks", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": EXAMPLE_CONFIG_WITH_HOOKS}, path="/env",
+         answer=b"hooked", then_files={"ready.marker": ("ready",)}),
+    Case("logging-dict", "-c config/gunicorn.py compat_wsgi:application",
+         files={"config/gunicorn.py": LOGGING_DICT}, env={"LOG_LEVEL": "INFO"},
+         warnings=("logconfig_dict = {'version': 1, ",)),
+    Case("capture-output-to-log-files", "--config gunicorn_config.py compat_wsgi:application",
+         files={"gunicorn_config.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             workers = 2
+             errorlog = "@DIR@/logs/error.log"
+             accesslog = "@DIR@/logs/access.log"
+             capture_output = True
+             enable_stdio_inheritance = True
+             loglevel = "info"
+             """), "logs/.keep": ""},
+         path="/print", answer=b"printed",
+         then_files={"logs/error.log": ("compat: printed to stdout",
+                                        "compat: printed to stderr"),
+                     "logs/access.log": ("GET /print",)}),
+    Case("behind-a-proxy", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             workers = 2
+             forwarded_allow_ips = "*"
+             proxy_allow_ips = "*"
+             secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Proto": "https"}, answer=b"https"),
+    Case("python-module-config", "-c python:compat_settings compat_wsgi:application",
+         env={"COMPAT_PORT": "@PORT@", "APP_ENV": "staging"}, path="/env",
+         answer=b"from staging settings"),
+    Case("file-prefix-config-without-py", "-c file:deploy/gunicorn.cfg compat_wsgi:application",
+         files={"deploy/gunicorn.cfg": 'bind = "127.0.0.1:@PORT@"\nworkers = 2\n'}),
+    Case("dockerfile-gthread",
+         "--bind 127.0.0.1:@PORT@ --workers 2 --threads 4 --worker-class gthread "
+         "--worker-tmp-dir /dev/shm --log-file=- --access-logfile=- compat_wsgi:application",
+         warnings=("worker_tmp_dir = '/dev/shm' has no effect",)),
+    Case("dockerfile-recycling",
+         "-b 127.0.0.1:@PORT@ -w 2 --max-requests 1000 --max-requests-jitter 50 --timeout 120 "
+         "--graceful-timeout 30 --keep-alive 5 --log-level debug compat_wsgi:application"),
+    Case("env-flags",
+         "-b 127.0.0.1:@PORT@ -e COMPAT_GREETING=from-flag --env OTHER=1 compat_wsgi:application",
+         path="/env", answer=b"from-flag"),
+    Case("chdir", "--chdir @DIR@/src -b 127.0.0.1:@PORT@ compat_chdir_app:application",
+         files={"src/compat_chdir_app.py": (
+             "def application(environ, start_response):\n"
+             "    start_response('200 OK', [('Content-Length', '8')])\n"
+             "    return [b'chdir ok']\n")},
+         answer=b"chdir ok"),
+    Case("pythonpath", "--pythonpath @DIR@/lib -b 127.0.0.1:@PORT@ compat_lib_app:application",
+         files={"lib/compat_lib_app.py": (
+             "def application(environ, start_response):\n"
+             "    start_response('200 OK', [('Content-Length', '6')])\n"
+             "    return [b'lib ok']\n")},
+         answer=b"lib ok"),
+    Case("preload-reuse-port",
+         "--preload --reuse-port -w 2 -b 127.0.0.1:@PORT@ compat_wsgi:application"),
+    Case("unix-socket-for-nginx",
+         "--bind unix:@DIR@/app.sock --umask 007 -w 2 compat_wsgi:application",
+         unix="app.sock"),
+    Case("dev-reload", "--reload --bind 127.0.0.1:@PORT@ compat_wsgi:application",
+         warnings=("reload = True has no effect: forkserve does not watch files yet",)),
+    Case("statsd", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             import os
+
+             bind = "127.0.0.1:@PORT@"
+             statsd_host = os.environ.get("STATSD_HOST", "127.0.0.1:9125")
+             statsd_prefix = "compat"
+             dogstatsd_tags = "env:test,service:compat"
+             """)},
+         warnings=("statsd_host = '127.0.0.1:9125' has no effect",)),
+    Case("flask-app-factory", "-w 2 -b 127.0.0.1:@PORT@ 'compat_wsgi:create_app()'",
+         answer=b"factory"),
+    Case("limit-request-line-0", "--limit-request-line 0 -b 127.0.0.1:@PORT@ "
+         "compat_wsgi:application", path="/line?" + "q" * 10000, answer=b"10000"),
+    Case("uvicorn-h11-worker",
+         "-k uvicorn.workers.UvicornH11Worker -b 127.0.0.1:@PORT@ -w 1 compat_asgi:app",
+         answer=b"compat asgi ok"),
+    Case("gunicorn-27-asgi-names", "-c gunicorn.conf.py compat_asgi:app",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             worker_class = "asgi"
+             asgi_lifespan = "on"
+             websocket_max_message_size = 1048576
+             """)},
+         answer=b"compat asgi ok"),
+    Case("several-binds", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": 'bind = ["127.0.0.1:@PORT@", "unix:@DIR@/also.sock"]\n'}),
+    Case("daemon-with-pidfile",
+         "-D --pid @DIR@/app.pid -b 127.0.0.1:@PORT@ --error-logfile @DIR@/error.log "
+         "compat_wsgi:application",
+         daemon_pidfile="app.pid"),
+    Case("check-config", "--check-config -b 127.0.0.1:@PORT@ compat_wsgi:application",
+         exit_zero=True, answer=None),
+    Case("refused-config-raises", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": 'import os\nworkers = int(os.environ["GUNICORN_WORKERS"])\n'},
+         answer=None),
+    Case("refused-app-missing", "-b 127.0.0.1:@PORT@ compat_no_such_module:app", answer=None),
+    Case("refused-port-in-use", "-b 127.0.0.1:@PORT@ compat_wsgi:application", answer=None,
+         occupy_port=True),
+]
+
+
+# -- running one server --------------------------------------------------------
+
+@dataclass
+class Outcome:
+    kind: str                   # "served", "refused", "exited 0"
+    answer: bytes | None = None
+    detail: str = ""
+
+
+def _fill(text: str, port: int, workdir: Path) -> str:
+    return text.replace("@PORT@", str(port)).replace("@DIR@", str(workdir))
+
+
+def _ask(case: Case, port: int, workdir: Path) -> bytes | None:
+    """The response body to the case's request, or None if nothing answers."""
+    head = [f"GET {case.path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close",
+            *(f"{k}: {v}" for k, v in case.headers.items())]
+    try:
+        if case.unix:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(10)
+            sock.connect(str(workdir / case.unix))
+        else:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    except OSError:
+        return None
+    with sock:
+        try:
+            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+            raw = read_until_close(sock)
+        except OSError:
+            return None
+    if not raw:
+        return None
+    status, _, body = parse_response(raw)
+    return f"{status} ".encode() + body
+
+
+class Run:
+    """One server running one case in a directory of its own."""
+
+    def __init__(self, server: str, case: Case, base: Path) -> None:
+        self.server = server
+        self.case = case
+        self.port = free_port()
+        self.dir = base / server
+        self.dir.mkdir()
+        for name, text in case.files.items():
+            path = self.dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(_fill(text, self.port, self.dir))
+        env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
+        env["HOME"] = str(self.dir)  # gunicorn's control socket goes under it
+        env.update({k: _fill(v, self.port, self.dir) for k, v in case.env.items()})
+        server_cmd = [sys.executable, "-m", server]
+        if case.shell:
+            env["SERVER"] = " ".join(map(shlex.quote, server_cmd))
+            cmd = ["sh", "-c", case.argv]
+        else:
+            cmd = server_cmd + shlex.split(_fill(case.argv, self.port, self.dir))
+        self.log_path = self.dir / "output.log"
+        self.pids: set[int] = set()
+        self.blocker: socket.socket | None = None
+        if case.occupy_port:
+            self.blocker = socket.socket()
+            self.blocker.bind(("127.0.0.1", self.port))
+            self.blocker.listen(1)
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(cmd, cwd=str(self.dir), env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.master = self.proc.pid
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def _remember_pids(self) -> None:
+        try:
+            master = psutil.Process(self.master)
+            self.pids.add(self.master)
+            self.pids.update(c.pid for c in master.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+
+    def outcome(self, timeout: float = 40.0) -> Outcome:
+        case = self.case
+        deadline = time.monotonic() + timeout
+        if case.daemon_pidfile:
+            code = self.proc.wait(timeout)
+            if code != 0:
+                return Outcome("refused", detail=f"launcher exited {code}")
+            pidfile = self.dir / case.daemon_pidfile
+            while not pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.master = int(pidfile.read_text().strip())
+        while time.monotonic() < deadline:
+            self._remember_pids()
+            if case.daemon_pidfile:
+                alive = psutil.pid_exists(self.master)
+                code = None if alive else -1
+            else:
+                code = self.proc.poll()
+            if code is not None:
+                kind = "exited 0" if code == 0 else "refused"
+                return Outcome(kind, detail=f"exit status {code}")
+            if case.answer is not None:
+                answer = _ask(case, self.port, self.dir)
+                if answer is not None:
+                    self._remember_pids()
+                    return Outcome("served", answer)
+            time.sleep(0.2)
+        return Outcome("hung", detail=f"neither served nor exited within {timeout}s")
+
+    def stop(self) -> float:
+        """TERM the master; seconds until it is gone (inf if it had to be killed)."""
+        self._remember_pids()
+        start = time.monotonic()
+        took = float("inf")
+        try:
+            os.kill(self.master, signal.SIGTERM)
+        except ProcessLookupError:
+            took = 0.0
+        else:
+            while time.monotonic() - start < STOP_WITHIN * 2:
+                if self.proc.pid == self.master and self.proc.poll() is not None:
+                    took = time.monotonic() - start
+                    break
+                if self.proc.pid != self.master and not _running(self.master):
+                    took = time.monotonic() - start
+                    break
+                time.sleep(0.05)
+        self.cleanup()
+        return took
+
+    def cleanup(self) -> None:
+        for pid in self.pids | {self.master}:
+            try:
+                p = psutil.Process(pid)
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        if self.blocker is not None:
+            self.blocker.close()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def short_tmp():
+    # Unix socket paths must stay under 108 bytes: pytest's tmp_path is long.
+    with tempfile.TemporaryDirectory(prefix="fs-compat-") as d:
+        yield Path(d)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_runs_unchanged_under_forkserve_as_under_gunicorn(case, short_tmp):
+    outcomes: dict[str, Outcome] = {}
+    stop_times: dict[str, float] = {}
+    logs: dict[str, str] = {}
+    for server in SERVERS:
+        run = Run(server, case, short_tmp)
+        try:
+            outcomes[server] = outcome = run.outcome()
+            if outcome.kind == "served":
+                for name, needles in case.then_files.items():
+                    path = run.dir / name
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline and not (
+                            path.exists() and all(n in path.read_text() for n in needles)):
+                        time.sleep(0.1)
+                    text = path.read_text() if path.exists() else "(missing)"
+                    assert all(n in text for n in needles), (server, name, text[-2000:])
+        finally:
+            stop_times[server] = run.stop()
+            logs[server] = run.log
+    report = "\n".join(f"--- {s}: {outcomes[s]}\n{logs[s][-3000:]}" for s in SERVERS)
+    expected = ("exited 0" if case.exit_zero else "refused") if case.answer is None else "served"
+    assert outcomes["gunicorn"].kind == expected, report
+    assert outcomes["forkserve"].kind == expected, report
+    if expected == "served":
+        assert outcomes["forkserve"].answer == outcomes["gunicorn"].answer == \
+            b"200 " + case.answer, report
+        assert stop_times["forkserve"] < STOP_WITHIN, \
+            f"forkserve took {stop_times['forkserve']:.1f}s to stop on TERM\n{report}"
+        # One line per gunicorn setting without effect here, and no other warning.
+        warned = [line.split("[WARNING] ", 1)[1] for line in logs["forkserve"].splitlines()
+                  if "[WARNING] " in line]
+        assert len(warned) == len(case.warnings), report
+        for line, start in zip(warned, case.warnings):
+            assert line.startswith(start), report
+        for line in case.logged:
+            assert line in logs["forkserve"], report
+
+
+# -- settings forkserve now implements, side by side with gunicorn -------------
+
+def _start(server: str, workdir: Path, args: list[str], stdout) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in _SERVER_ENV}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
+    env["HOME"] = str(workdir)
+    return subprocess.Popen([sys.executable, "-m", server, *args], cwd=str(workdir), env=env,
+                            stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _served(port: int, path: str = "/", timeout: float = 30.0) -> bytes:
+    case = Case("probe", "", path=path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = _ask(case, port, Path("."))
+        if answer is not None:
+            return answer
+        time.sleep(0.2)
+    raise AssertionError(f"nothing answered on port {port} within {timeout}s")
+
+
+def _fd_target(pid: int, fd: int) -> str:
+    return os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def _kill_tree(pid: int) -> None:
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("inherit", [False, True], ids=["stdio-to-devnull", "stdio-inherited"])
+def test_daemon_detaches_as_gunicorn_does(short_tmp, inherit):
+    """-D: the launcher exits 0; the master runs in a session of its own,
+    not leading it (double fork), stdin on /dev/null, stdout and stderr on
+    /dev/null too unless -R keeps them (they are a file here, not a tty)."""
+    seen = {}
+    for server in SERVERS:
+        workdir = short_tmp / server
+        workdir.mkdir()
+        port = free_port()
+        out_path = workdir / "launcher.out"
+        args = ["-D", "--pid", str(workdir / "app.pid"), "-b", f"127.0.0.1:{port}",
+                "--error-logfile", str(workdir / "error.log"), *(["-R"] if inherit else []),
+                "compat_wsgi:application"]
+        with open(out_path, "wb") as out:
+            launcher = _start(server, workdir, args, out)
+        master = 0
+        try:
+            assert launcher.wait(30) == 0, out_path.read_text()
+            pidfile = workdir / "app.pid"
+            deadline = time.monotonic() + 20
+            while not pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            master = int(pidfile.read_text())
+            assert _served(port) == b"200 compat ok"
+            devnull = os.path.realpath(os.devnull)
+            seen[server] = (
+                os.getsid(master) != os.getsid(0),          # a session of its own
+                os.getsid(master) != master,                # not its leader
+                _fd_target(master, 0) == devnull,
+                _fd_target(master, 1) == (str(out_path) if inherit else devnull),
+                _fd_target(master, 2) == (str(out_path) if inherit else devnull),
+            )
+            os.kill(master, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_WITHIN
+            while _running(master) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _running(master), f"{server} daemon still running after TERM"
+        finally:
+            if master:
+                _kill_tree(master)
+    assert seen["forkserve"] == seen["gunicorn"] == (True,) * 5, seen
+
+
+@pytest.mark.timeout(120)
+def test_capture_output_follows_the_error_log_when_reopened(short_tmp):
+    """capture_output: what the app prints lands in the error log file, and
+    after logrotate moves it and USR1 asks for a reopen, in the new file."""
+    for server in SERVERS:
+        workdir = short_tmp / server
+        workdir.mkdir()
+        port = free_port()
+        log = workdir / "error.log"
+        with open(workdir / "stdout", "wb") as out:
+            proc = _start(server, workdir, ["--capture-output", "--error-logfile", str(log),
+                                            "-w", "2", "-b", f"127.0.0.1:{port}",
+                                            "compat_wsgi:application"], out)
+        try:
+            assert _served(port, "/print") == b"200 printed"
+            wait_text = "compat: printed to stderr"
+            _wait_for_text(log, wait_text)
+            assert "compat: printed to stdout" in log.read_text()
+            log.rename(workdir / "error.log.1")
+            proc.send_signal(signal.SIGUSR1)
+            # Every worker must have reopened: ask until the new file has it.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                _served(port, "/print")
+                if log.exists() and wait_text in log.read_text():
+                    break
+                time.sleep(0.3)
+            assert log.exists() and "compat: printed to stdout" in log.read_text(), server
+            assert (workdir / "stdout").read_text().count("compat: printed") == 0, server
+        finally:
+            _kill_tree(proc.pid)
+            proc.wait(10)
+
+
+def _wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path}: "
+                         f"{path.read_text()[-2000:] if path.exists() else '(missing)'}")
+
+
+def test_without_capture_output_prints_stay_on_stdout(forkserve):
+    server = forkserve("compat_wsgi:application")
+    assert server.get("/print")[2] == b"printed"
+    _wait_for_text(server.stdout_path, "compat: printed to stdout")
+    assert "compat: printed" not in server.log
+
+
+def test_hup_reads_gunicorn_conf_py_again(forkserve, tmp_path):
+    (tmp_path / "gunicorn.conf.py").write_text("workers = 1\nworker_tmp_dir = '/dev/shm'\n")
+    server = forkserve("compat_wsgi:application", cwd=tmp_path)
+    server.wait_workers(1)
+    assert server.log.count("Reading ./gunicorn.conf.py") == 1
+    (tmp_path / "gunicorn.conf.py").write_text(
+        "workers = 2\nraw_env = ['COMPAT_GREETING=reloaded']\nworker_tmp_dir = '/dev/shm'\n")
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reading ./gunicorn.conf.py", count=2)
+    server.wait_workers(2, timeout=20)
+    assert server.log.count("worker_tmp_dir = '/dev/shm' has no effect") == 2
+    assert server.get("/env")[2] == b"reloaded"  # raw_env applied again, as gunicorn does
+
+
+def test_check_config_prints_the_warnings():
+    from conftest import run_forkserve
+
+    proc = run_forkserve("--check-config", "--reload", "--worker-tmp-dir", "/dev/shm",
+                         "compat_wsgi:application")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("forkserve: warning: ") for line in lines)
+    assert "reload = True has no effect" in proc.stderr and "config OK" in proc.stdout
