@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from .proxy import Forwarded
 from .request import Request, parse_decimal
-from .response import ResponseError, check_header, date_header, status_line
+from .response import OWS, ResponseError, check_header, date_header, status_line
 
 __all__ = ["ASGI_VERSION", "ClientDisconnected", "http_scope", "ResponseHead", "build_head",
            "head_bytes", "body_bytes", "header_pairs", "accepts_trailers", "ws_payload",
@@ -106,14 +106,15 @@ _FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding", b"
 def _header_entry(name: Any, value: Any, item: Any) -> tuple[bytes, bytes, int | None]:
     if type(name) is not bytes or type(value) is not bytes:
         raise ResponseError(f"header name and value must be bytes, got {item!r}")
-    check_header(name, value)
+    trimmed = value.strip(OWS)
+    check_header(name, trimmed)
     lname = name.lower()
     length = None
     if lname == b"content-length":
-        length = parse_decimal(value)
+        length = parse_decimal(trimmed)
         if length is None:
             raise ResponseError(f"invalid content-length {value!r}")
-    entry = (lname, name + b": " + value + b"\r\n", length)
+    entry = (lname, name + b": " + trimmed + b"\r\n", length)
     if len(_HEADER_CACHE) < 2048:
         _HEADER_CACHE[(name, value)] = entry
     return entry

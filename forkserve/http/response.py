@@ -14,9 +14,15 @@ from email.utils import formatdate
 from http import HTTPStatus
 
 __all__ = [
-    "ResponseError", "status_line", "date_header", "check_header",
+    "OWS", "ResponseError", "status_line", "date_header", "check_header",
     "body_allowed", "chunk", "LAST_CHUNK", "error_response",
 ]
+
+
+#: Optional whitespace around a field value (RFC 9110 section 5.6.3): not
+#: part of the value, so an app's leading or trailing SP/HTAB is trimmed
+#: (Django's Set-Cookie values start with a space).
+OWS = b" \t"
 
 
 class ResponseError(Exception):

@@ -25,7 +25,7 @@ from .connection import Close, Exchange
 from .framing import BodyFramer
 from .proxy import Forwarded
 from .request import Request, parse_decimal
-from .response import ResponseError, check_header, date_header, status_line
+from .response import OWS, ResponseError, check_header, date_header, status_line
 
 __all__ = ["FileWrapper", "WSGIInput", "WSGIResponse", "base_environ", "build_environ"]
 
@@ -245,9 +245,6 @@ _ROLE.update({b"content-length": _LENGTH, b"connection": _CONNECTION,
 # same few headers again and again, so each is checked, trimmed and encoded
 # once.  Entry: (name, value, role, the field line for the head).
 _HEADER_CACHE: dict[tuple[str, str], tuple[bytes, bytes, int, bytes]] = {}
-_OWS = b" \t"
-
-
 def _encode_header(item: Any) -> tuple[bytes, bytes, int, bytes]:
     """Validate one (name, value) from start_response; see _HEADER_CACHE."""
     if not isinstance(item, tuple) or len(item) != 2:
@@ -259,7 +256,7 @@ def _encode_header(item: Any) -> tuple[bytes, bytes, int, bytes]:
         bname = name.encode("latin-1")
         # Leading and trailing SP/HTAB are not part of a field value (RFC
         # 9110 section 5.5): " a=1" from the app goes out as "name: a=1".
-        bvalue = value.encode("latin-1").strip(_OWS)
+        bvalue = value.encode("latin-1").strip(OWS)
     except UnicodeEncodeError:
         raise ResponseError(f"header {name!r} is not latin-1") from None
     check_header(bname, bvalue)

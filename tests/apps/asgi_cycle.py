@@ -126,6 +126,12 @@ async def app(scope, receive, send):
         return await _respond(send, json.dumps(RECORD).encode())
     if path == "/pid":
         return await _respond(send, str(os.getpid()).encode())
+    if path == "/cookie":
+        # Django's SimpleCookie output starts with a space.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"set-cookie", b" sessionid=abc; Path=/"),
+                                (b"x-pad", b"\tv\t "), (b"content-length", b" 6")]})
+        return await send({"type": "http.response.body", "body": b"cookie"})
     if path == "/sleep":
         await asyncio.sleep(float(scope["query_string"] or b"1"))
         return await _respond(send, b"slept")

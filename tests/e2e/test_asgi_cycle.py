@@ -203,3 +203,13 @@ def test_expect_continue_body_never_asked_for_is_announced_as_a_close(forkserve)
         assert (status, body) == (200, b"read 10")
         assert "connection" not in headers
         assert read_response(s, buf)[0] == 200
+
+
+def test_leading_and_trailing_whitespace_is_not_part_of_a_value(forkserve):
+    """Issue 11 item 7, ASGI side (as test_sync_core's): an app's field value
+    with OWS around it goes out trimmed, once (RFC 9110 5.5, 5.6.3)."""
+    server = forkserve(APP, "-k", "asgi", "-w", "1")
+    raw = server.raw(b"GET /cookie HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"\r\nset-cookie: sessionid=abc; Path=/\r\n" in raw, raw
+    assert b"\r\nx-pad: v\r\n" in raw, raw
+    assert b"\r\ncontent-length: 6\r\n" in raw, raw
