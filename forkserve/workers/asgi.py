@@ -61,6 +61,9 @@ class ASGIWorker(Worker):
     """ASGI worker; see the module docstring."""
 
     kind = "asgi"
+    # The event loop every ASGI worker runs: imported once in the master and
+    # shared, instead of a private copy per worker (about 4 MiB PSS each).
+    shared_modules = ("uvloop",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
