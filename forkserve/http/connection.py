@@ -59,7 +59,7 @@ decided here, from its state and the clock it is given:
   trickled a byte at a time cannot keep a worker alive forever; the
   arbiter kills it ``timeout`` after its last real progress.
 
-* **Making room** (:func:`eviction_candidate`): at ``worker_connections``, a
+* **Making room** (:func:`eviction_candidates`): at ``worker_connections``, a
   new client is served by closing a waiting connection: one already
   lingering, else the one waiting longest (idle between requests, or
   sending its head slowly: that one gets a 408).  Slow clients cannot
@@ -78,12 +78,14 @@ Usage, by every worker kind::
 from __future__ import annotations
 
 import enum
+import heapq
+from operator import attrgetter
 from typing import Any, Iterable
 
 from .request import HTTPError, Request
 
 __all__ = ["ConnState", "Close", "Expiry", "Policy", "Exchange", "HTTPConnection",
-           "RequestView", "error_status", "eviction_candidate"]
+           "RequestView", "error_status", "eviction_candidate", "eviction_candidates"]
 
 
 class ConnState(enum.Enum):
@@ -408,15 +410,32 @@ class HTTPConnection:
         return self.state in _WAITING
 
 
-def eviction_candidate(conns: Iterable[HTTPConnection]) -> HTTPConnection | None:
-    """The connection to close to make room for a new one: any lingering
-    one, else the one waiting longest (FRESH, IDLE or HEAD); None if every
-    connection is in an exchange."""
-    best = None
+_SINCE = attrgetter("since")
+
+
+def eviction_candidates(conns: Iterable[HTTPConnection], n: int) -> list[HTTPConnection]:
+    """Up to ``n`` connections to close to make room for new ones, in the
+    order to close them: lingering ones first, then those waiting longest
+    (FRESH, IDLE or HEAD); never one in an exchange.
+
+    One pass over ``conns`` for a whole batch of accepts: a flood of
+    connections past ``worker_connections`` costs each accept a list pop,
+    not a scan of every open connection."""
+    lingering = []
+    waiting = []
     for conn in conns:
         state = conn.state
         if state is _LINGER:
-            return conn
-        if state in _WAITING and (best is None or conn.since < best.since):
-            best = conn
-    return best
+            lingering.append(conn)
+        elif state in _WAITING:
+            waiting.append(conn)
+    if len(lingering) >= n:
+        return lingering[:n]
+    return lingering + heapq.nsmallest(n - len(lingering), waiting, key=_SINCE)
+
+
+def eviction_candidate(conns: Iterable[HTTPConnection]) -> HTTPConnection | None:
+    """The first of :func:`eviction_candidates`, or None if every connection
+    is in an exchange."""
+    found = eviction_candidates(conns, 1)
+    return found[0] if found else None

@@ -3,7 +3,8 @@
 import pytest
 
 from forkserve.http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection,
-                                       Policy, RequestView, error_status, eviction_candidate)
+                                       Policy, RequestView, error_status, eviction_candidate,
+                                       eviction_candidates)
 from forkserve.http.request import HTTPError, RequestReader
 from forkserve.http.response import ResponseError
 
@@ -182,6 +183,12 @@ def test_eviction_prefers_lingering_then_longest_waiting():
     assert eviction_candidate([fresh, old_idle, linger]) is linger
     assert eviction_candidate([busy]) is None
     assert eviction_candidate([]) is None
+    # A batch: lingering first, then oldest first; never a busy one.
+    assert eviction_candidates([fresh, busy, slow_head, old_idle, linger], 3) == [
+        linger, old_idle, slow_head]
+    assert eviction_candidates([fresh, busy, slow_head, old_idle, linger], 9) == [
+        linger, old_idle, slow_head, fresh]
+    assert eviction_candidates([linger, busy], 1) == [linger]
 
 
 @pytest.mark.parametrize("elapsed,moved,progressing", [
