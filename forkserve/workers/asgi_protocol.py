@@ -348,7 +348,11 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         if not in_body:
             reader.start_next()
         if self.finish(ex, time.monotonic(), bool(reader.buffered) and not in_body):
-            self._process()
+            # Only bytes already read, an EOF or a paused transport give
+            # _process something to do; on a plain keep-alive connection it
+            # would just find NEED_DATA (a head search) and resume nothing.
+            if reader.buffered or self.eof or self.read_paused:
+                self._process()
         elif in_body:
             # Unread input: a plain close could reset the connection before
             # the client has read the response.
