@@ -255,6 +255,13 @@ class ASGIWorker(Worker):
         self.sweep_handle = (self.loop.call_later(self.sweep_interval, self.sweep)
                              if self.connections else None)
 
+    def beat_after_exchange(self) -> None:
+        # No beat per exchange: the loop's own tick beats (_tick), and a
+        # loop that completes exchanges runs its timers too, so a beat here
+        # would prove nothing more, for a clock read and a shared-memory
+        # store per request.
+        pass
+
     # -- apps --------------------------------------------------------------------
 
     def app_returned(self) -> None:
