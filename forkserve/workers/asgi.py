@@ -264,8 +264,12 @@ class ASGIWorker(Worker):
 
     # -- apps --------------------------------------------------------------------
 
-    def app_returned(self) -> None:
+    def app_returned(self, task: asyncio.Task | None) -> None:
+        """An app call ended: one fewer running (limit_concurrency, the
+        drain), and its task, held since it started, is let go."""
         self.active -= 1
+        if task is not None:
+            self.tasks.discard(task)
 
     # -- graceful stop -------------------------------------------------------------
 

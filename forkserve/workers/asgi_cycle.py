@@ -89,7 +89,7 @@ class Cycle:
     """One request and its response; see the module docstring."""
 
     __slots__ = ("proto", "req", "ex", "scope", "body_state", "body", "body_size", "phase",
-                 "client_eof", "waiter", "head", "framer", "trailers")
+                 "client_eof", "waiter", "head", "framer", "trailers", "task")
 
     def __init__(self, proto: "HTTPProtocol", ex: Exchange, scope: dict) -> None:
         self.proto = proto
@@ -112,6 +112,7 @@ class Cycle:
         self.head: ResponseHead | None = None
         self.framer: BodyFramer | None = None
         self.trailers: list[tuple[bytes, bytes]] = []
+        self.task: asyncio.Task | None = None  # the app's, while the worker holds it
 
     # -- from the connection ---------------------------------------------------
 
@@ -175,7 +176,7 @@ class Cycle:
                 self._log_error("ASGI callable returned %r; it must return None", result)
             self._app_returned()
         finally:
-            self.proto.worker.app_returned()
+            self.proto.worker.app_returned(self.task)
 
     def _app_failed(self, exc: BaseException) -> None:
         gone = self.phase is _ABORTED or self.proto.closed or self.client_eof

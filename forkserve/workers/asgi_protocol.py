@@ -300,7 +300,12 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
             task = asyncio.Task(cycle.run(worker.app), loop=self.loop, eager_start=True)
         else:
             task = self.loop.create_task(cycle.run(worker.app))
-        worker.keep(task)
+        if not task.done():  # an eager start may have run it to the end
+            # Held until Cycle.run ends (worker.app_returned), rather than
+            # by keep()'s done-callback: that is one more loop callback per
+            # request.
+            cycle.task = task
+            worker.tasks.add(task)
 
     def scope_for(self, req: Request, websocket: bool = False) -> dict[str, Any]:
         """The ASGI scope of a request on this connection; proxy headers
