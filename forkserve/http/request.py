@@ -381,6 +381,12 @@ class RequestReader:
         return len(self._buf)
 
     @property
+    def pending(self) -> bool:
+        """True if next_event() may have an event without more input: bytes
+        are buffered, EOF was fed, or a body's end is yet to be reported."""
+        return bool(self._buf) or self._eof or self._state is _END
+
+    @property
     def in_body(self) -> bool:
         """True while a request's body is still being read."""
         return self._state in _BODY_STATES
