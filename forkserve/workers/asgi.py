@@ -64,6 +64,11 @@ class ASGIWorker(Worker):
     # The event loop every ASGI worker runs: imported once in the master and
     # shared, instead of a private copy per worker (about 4 MiB PSS each).
     shared_modules = ("uvloop",)
+    # No beat per exchange: the loop's own tick beats (_tick), and a loop
+    # that completes exchanges runs its timers too, so a beat there would
+    # prove nothing more, for a clock read and a shared-memory store per
+    # request.
+    beats_per_exchange = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -254,13 +259,6 @@ class ASGIWorker(Worker):
             self._maybe_accept()
         self.sweep_handle = (self.loop.call_later(self.sweep_interval, self.sweep)
                              if self.connections else None)
-
-    def beat_after_exchange(self) -> None:
-        # No beat per exchange: the loop's own tick beats (_tick), and a
-        # loop that completes exchanges runs its timers too, so a beat here
-        # would prove nothing more, for a clock read and a shared-memory
-        # store per request.
-        pass
 
     # -- apps --------------------------------------------------------------------
 

@@ -116,6 +116,9 @@ class SyncWorker(Worker):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.threads = cfg.threads
+        # With a thread pool the loop beats, judging every exchange in
+        # flight (see _beat): one finishing must not hide one stuck.
+        self.beats_per_exchange = self.threads == 1
         # Zero means no limit: a day stands in for it.
         self.body_timeout = cfg.body_timeout or 86400.0
         self.write_timeout = cfg.write_timeout or 86400.0
@@ -187,12 +190,6 @@ class SyncWorker(Worker):
             for c in list(self.busy.values()):
                 if c.progress == oldest and c.request is not None:
                     self.heartbeat.set_current(c.request.raw_line)
-
-    def beat_after_exchange(self) -> None:
-        # With a thread pool the loop beats, judging every exchange in
-        # flight (see _beat): one finishing must not hide one stuck.
-        if self.threads == 1:
-            self.heartbeat.beat()
 
     def _select_timeout(self) -> float:
         timeout = 1.0
