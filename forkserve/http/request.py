@@ -145,10 +145,17 @@ class _State(enum.Enum):
     ERROR = "error"
 
 
-_BODY_STATES = frozenset({
-    _State.BODY_LENGTH, _State.CHUNK_SIZE, _State.CHUNK_DATA,
-    _State.CHUNK_CRLF, _State.TRAILERS, _State.END,
-})
+# Members as module constants: on Python 3.11 looking a member up on its
+# class (_State.HEAD) costs about 0.1 us, as much as a small function call,
+# and next_event() would pay a few of those on every call.
+(_HEAD, _BODY_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _END, _DONE,
+ _CLOSED, _ERROR) = (
+    _State.HEAD, _State.BODY_LENGTH, _State.CHUNK_SIZE, _State.CHUNK_DATA,
+    _State.CHUNK_CRLF, _State.TRAILERS, _State.END, _State.DONE, _State.CLOSED,
+    _State.ERROR)
+# A tuple, not a set: membership by identity, without Enum.__hash__ (Python
+# code on 3.11).
+_BODY_STATES = (_BODY_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _END)
 
 # --- grammar (RFC 9110 section 5.6, RFC 9112 sections 3-7) -------------------
 
@@ -335,7 +342,7 @@ class RequestReader:
         # all there is (a whole head or a whole body goes out without a
         # copy); a bytearray once input must be joined or partly consumed.
         self._buf: bytes | bytearray = b""
-        self._state = _State.HEAD
+        self._state = _HEAD
         self._eof = False
         self._remaining = 0
         self._body_read = 0
@@ -374,6 +381,12 @@ class RequestReader:
         return len(self._buf)
 
     @property
+    def pending(self) -> bool:
+        """True if next_event() may have an event without more input: bytes
+        are buffered, EOF was fed, or a body's end is yet to be reported."""
+        return bool(self._buf) or self._eof or self._state is _END
+
+    @property
     def in_body(self) -> bool:
         """True while a request's body is still being read."""
         return self._state in _BODY_STATES
@@ -381,21 +394,21 @@ class RequestReader:
     @property
     def idle(self) -> bool:
         """True between requests with nothing buffered."""
-        return self._state is _State.HEAD and not self._buf
+        return self._state is _HEAD and not self._buf
 
     def take_buffered(self) -> bytes:
         """Hand over the unread bytes (after a protocol switch, such as a
         WebSocket upgrade); the reader is done with this connection."""
         data = bytes(self._buf)
         self._buf = b""
-        self._state = _State.CLOSED
+        self._state = _CLOSED
         return data
 
     def start_next(self) -> None:
         """Move on to the next pipelined request (after the response)."""
-        if self._state is not _State.DONE:
+        if self._state is not _DONE:
             raise RuntimeError(f"start_next() in state {self._state.value}")
-        self._state = _State.HEAD
+        self._state = _HEAD
         self._empty_lines = 0
         self.request = None
 
@@ -404,23 +417,23 @@ class RequestReader:
     def next_event(self):
         """Return the next event; see the class docstring."""
         state = self._state
-        if state is _State.HEAD:
+        if state is _HEAD:
             return self._read_head()
-        if state is _State.BODY_LENGTH:
+        if state is _BODY_LENGTH:
             return self._read_length_body()
-        if state is _State.END:
-            self._state = _State.DONE
+        if state is _END:
+            self._state = _DONE
             return _END_OF_MESSAGE
-        if state is _State.DONE:
+        if state is _DONE:
             return PAUSED
-        if state is _State.ERROR:
+        if state is _ERROR:
             raise self._error  # type: ignore[misc]
-        if state is _State.CLOSED:
+        if state is _CLOSED:
             return CONNECTION_CLOSED
         return self._read_chunked()
 
     def _fail(self, status: int, reason: str) -> HTTPError:
-        self._state = _State.ERROR
+        self._state = _ERROR
         self._error = HTTPError(status, reason)
         self._buf = b""
         return self._error
@@ -458,7 +471,7 @@ class RequestReader:
             return self.request
         head = bytes(buf[:end + 4])
         self._parse_head(head, line_end, end + 2)
-        if (type(buf) is bytes and self._state is _State.BODY_LENGTH
+        if (type(buf) is bytes and self._state is _BODY_LENGTH
                 and len(buf) - end - 4 <= self._remaining):
             # A body that came with its head: one copy, then handed on whole.
             self._buf = buf[end + 4:]
@@ -485,7 +498,7 @@ class RequestReader:
         self._scanned = max(0, len(buf) - 4)
         if self._eof:
             if not buf:
-                self._state = _State.CLOSED
+                self._state = _CLOSED
                 return CONNECTION_CLOSED
             raise self._fail(400, "connection closed inside request head")
         return NEED_DATA
@@ -593,7 +606,7 @@ class RequestReader:
             req.expect_continue = False
             req.upgrade = None
             req.keep_alive = version is _HTTP_11
-            self._state = _State.END
+            self._state = _END
         else:
             self._frame(req, framing)
 
@@ -664,15 +677,15 @@ class RequestReader:
         req.upgrade = upgrade if b"upgrade" in connection else None
 
         if chunked:
-            self._state = _State.CHUNK_SIZE
+            self._state = _CHUNK_SIZE
             self._body_read = 0
             self._trailers = []
             self._trailer_bytes = 0
         elif content_length:
-            self._state = _State.BODY_LENGTH
+            self._state = _BODY_LENGTH
             self._remaining = content_length
         else:
-            self._state = _State.END
+            self._state = _END
 
     def _block_error(self, block: bytes) -> str:
         """Name what is wrong with a header block that did not match."""
@@ -734,7 +747,7 @@ class RequestReader:
             return NEED_DATA
         data = self._take()
         if self._remaining == 0:
-            self._state = _State.END
+            self._state = _END
         return data
 
     def _take(self) -> bytes:
@@ -779,7 +792,7 @@ class RequestReader:
         buf = self._mutable()
         limits = self.limits
         while True:
-            if state is _State.CHUNK_SIZE:
+            if state is _CHUNK_SIZE:
                 i = buf.find(b"\r\n", 0, limits.chunk_line + 2)
                 if i < 0:
                     if len(buf) > limits.chunk_line:
@@ -795,21 +808,21 @@ class RequestReader:
                     raise self._fail(400, "chunk size too large")
                 del buf[:i + 2]
                 if size == 0:
-                    state = self._state = _State.TRAILERS
+                    state = self._state = _TRAILERS
                     continue
                 self._body_read += size
                 if limits.body is not None and self._body_read > limits.body:
                     raise self._fail(413, "request body too large")
                 self._remaining = size
-                state = self._state = _State.CHUNK_DATA
-            elif state is _State.CHUNK_DATA:
+                state = self._state = _CHUNK_DATA
+            elif state is _CHUNK_DATA:
                 if not buf:
                     return self._need()
                 data = self._take()
                 if self._remaining == 0:
-                    self._state = _State.CHUNK_CRLF
+                    self._state = _CHUNK_CRLF
                 return data
-            elif state is _State.CHUNK_CRLF:
+            elif state is _CHUNK_CRLF:
                 if len(buf) < 2:
                     if buf and buf[0] != 13:
                         raise self._fail(400, "chunk data not followed by CRLF")
@@ -817,8 +830,8 @@ class RequestReader:
                 if buf[0] != 13 or buf[1] != 10:
                     raise self._fail(400, "chunk data not followed by CRLF")
                 del buf[:2]
-                state = self._state = _State.CHUNK_SIZE
-            elif state is _State.TRAILERS:
+                state = self._state = _CHUNK_SIZE
+            elif state is _TRAILERS:
                 i = buf.find(b"\r\n")
                 if i < 0 or i >= limits.field_size:
                     if len(buf) > limits.field_size:
@@ -831,7 +844,7 @@ class RequestReader:
                     return self._need()
                 if i == 0:
                     del buf[:2]
-                    self._state = _State.DONE
+                    self._state = _DONE
                     if self._trailers:
                         return EndOfMessage(self._trailers)
                     return _END_OF_MESSAGE

@@ -64,6 +64,11 @@ class ASGIWorker(Worker):
     # The event loop every ASGI worker runs: imported once in the master and
     # shared, instead of a private copy per worker (about 4 MiB PSS each).
     shared_modules = ("uvloop",)
+    # No beat per exchange: the loop's own tick beats (_tick), and a loop
+    # that completes exchanges runs its timers too, so a beat there would
+    # prove nothing more, for a clock read and a shared-memory store per
+    # request.
+    beats_per_exchange = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -257,8 +262,12 @@ class ASGIWorker(Worker):
 
     # -- apps --------------------------------------------------------------------
 
-    def app_returned(self) -> None:
+    def app_returned(self, task: asyncio.Task | None) -> None:
+        """An app call ended: one fewer running (limit_concurrency, the
+        drain), and its task, held since it started, is let go."""
         self.active -= 1
+        if task is not None:
+            self.tasks.discard(task)
 
     # -- graceful stop -------------------------------------------------------------
 

@@ -89,7 +89,7 @@ class Cycle:
     """One request and its response; see the module docstring."""
 
     __slots__ = ("proto", "req", "ex", "scope", "body_state", "body", "body_size", "phase",
-                 "client_eof", "waiter", "head", "framer", "trailers")
+                 "client_eof", "waiter", "head", "framer", "trailers", "task")
 
     def __init__(self, proto: "HTTPProtocol", ex: Exchange, scope: dict) -> None:
         self.proto = proto
@@ -112,19 +112,25 @@ class Cycle:
         self.head: ResponseHead | None = None
         self.framer: BodyFramer | None = None
         self.trailers: list[tuple[bytes, bytes]] = []
+        self.task: asyncio.Task | None = None  # the app's, while the worker holds it
 
     # -- from the connection ---------------------------------------------------
+
+    # The waiter is tested before calling wake() on the per-request paths:
+    # an app is rarely waiting there (a small body comes with its head).
 
     def add_body(self, data: bytes) -> None:
         self.body.append(data)
         self.body_size += len(data)
-        self.wake()
+        if self.waiter is not None:
+            self.wake()
 
     def end_body(self) -> None:
         self.body_state = _READ
         # The whole body is in: no 100 Continue is owed any more.
         self.ex.continue_pending = False
-        self.wake()
+        if self.waiter is not None:
+            self.wake()
 
     def client_finished(self) -> None:
         if not self.client_eof:
@@ -158,7 +164,8 @@ class Cycle:
         self.phase = phase
         if self.framer is not None:
             self.ex.sent = self.framer.framed
-        self.wake()
+        if self.waiter is not None:
+            self.wake()
         self.proto.exchange_done(self)
 
     # -- the app's task -----------------------------------------------------------
@@ -173,9 +180,10 @@ class Cycle:
         else:
             if result is not None:
                 self._log_error("ASGI callable returned %r; it must return None", result)
-            self._app_returned()
+            if self.phase not in _DONE:
+                self._app_returned()
         finally:
-            self.proto.worker.app_returned()
+            self.proto.worker.app_returned(self.task)
 
     def _app_failed(self, exc: BaseException) -> None:
         gone = self.phase is _ABORTED or self.proto.closed or self.client_eof
@@ -190,9 +198,8 @@ class Cycle:
         self.fail()
 
     def _app_returned(self) -> None:
+        """The app returned before its response was complete."""
         phase = self.phase
-        if phase in _DONE:
-            return
         if phase is _START:
             if self.body_state is _DISCONNECTED:  # it saw its client go: no answer due
                 self.ex.close_because(Close.CLIENT_GONE)
@@ -296,7 +303,10 @@ class Cycle:
             if phase is _TRAILERS:
                 raise RuntimeError("http.response.body after the last body; expected "
                                    "'http.response.trailers'")
-            self._write_body(body_bytes(message), bool(message.get("more_body", False)))
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                body = body_bytes(message)  # converted, or refused
+            self._write_body(body, bool(message.get("more_body", False)))
         elif kind == "http.response.trailers":
             if not self.head.trailers:  # type: ignore[union-attr]
                 raise RuntimeError("http.response.trailers without 'trailers': True in "
@@ -371,7 +381,8 @@ class Cycle:
         if framer.must_close:
             self.ex.close_because(Close.FRAMING)
         length = framer.length
-        if framer.has_body and length is not None and framer.framed < length:
+        # A length is set only for a body that has one (not HEAD, 204, 304).
+        if length is not None and framer.framed < length:
             # The client waits for the rest: the connection closes.
             raise RuntimeError(f"response body shorter than its Content-Length "
                                f"({framer.framed} of {length} bytes)")

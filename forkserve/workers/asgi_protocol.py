@@ -252,14 +252,19 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
                 want = cycle.body_size < BODY_HIGH_WATER  # type: ignore[union-attr]
             else:
                 want = self.reader.buffered < BODY_HIGH_WATER
+        # Tested here, not only in the callees: it is the same answer on
+        # almost every call.
         if want:
-            self.resume_reading()
-        else:
+            if self.read_paused:
+                self.resume_reading()
+        elif not self.read_paused:
             self.pause_reading()
 
     def body_consumed(self, cycle: Cycle) -> None:
-        """The app took the buffered body: parse and read on."""
-        if cycle is self.cycle:
+        """The app took the buffered body: parse and read on.  With nothing
+        in the reader to parse and reading not paused, there is nothing to
+        do (the app takes each body message of a request this way)."""
+        if cycle is self.cycle and (self.read_paused or self.reader.pending):
             self._process()
 
     def _bad_request(self, exc: HTTPError) -> None:
@@ -300,7 +305,12 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
             task = asyncio.Task(cycle.run(worker.app), loop=self.loop, eager_start=True)
         else:
             task = self.loop.create_task(cycle.run(worker.app))
-        worker.keep(task)
+        if not task.done():  # an eager start may have run it to the end
+            # Held until Cycle.run ends (worker.app_returned), rather than
+            # by keep()'s done-callback: that is one more loop callback per
+            # request.
+            cycle.task = task
+            worker.tasks.add(task)
 
     def scope_for(self, req: Request, websocket: bool = False) -> dict[str, Any]:
         """The ASGI scope of a request on this connection; proxy headers
@@ -348,7 +358,11 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         if not in_body:
             reader.start_next()
         if self.finish(ex, time.monotonic(), bool(reader.buffered) and not in_body):
-            self._process()
+            # Only bytes already read, an EOF or a paused transport give
+            # _process something to do; on a plain keep-alive connection it
+            # would just find NEED_DATA (a head search) and resume nothing.
+            if reader.pending or self.read_paused:
+                self._process()
         elif in_body:
             # Unread input: a plain close could reset the connection before
             # the client has read the response.

@@ -62,6 +62,12 @@ class Worker:
     #: (copy-on-write) instead of each importing a private copy.
     shared_modules: ClassVar[tuple[str, ...]] = ()
 
+    #: Whether end_exchange beats the heartbeat.  A worker that runs several
+    #: exchanges at once (threads) beats from its loop instead, so that one
+    #: stuck exchange still stops the beats; so does the ASGI worker, whose
+    #: loop beats from a timer callback.
+    beats_per_exchange = True
+
     # max_worker_memory, in bytes (0: none), once watch_memory() set it.
     memory_limit = 0
     _memory_next_check = 0.0
@@ -231,16 +237,11 @@ class Worker:
         if access_log.enabled:
             access_log.log_exchange(ex.request, ex.client, ex.status_code, ex.sent,
                                     ex.response_headers, ex.start)
-        self.request_done()
+        self.nr += 1  # request_done(), here without the call: once a request
         if self.memory_limit:
             self.check_memory()
-        self.beat_after_exchange()
-
-    def beat_after_exchange(self) -> None:
-        """The heartbeat after a completed exchange.  A worker that runs
-        several exchanges at once (threads) beats from its loop instead, so
-        that one stuck exchange still stops the beats."""
-        self.heartbeat.beat()
+        if self.beats_per_exchange:
+            self.heartbeat.beat()
 
     def run(self) -> int:
         """post_worker_init, app startup, READY, serve; the exit code."""

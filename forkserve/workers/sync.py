@@ -68,7 +68,8 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 _monotonic = time.monotonic
 # Enum members as constants on the per-request paths (a class lookup each
 # time costs as much as a small function call).
-_HEAD, _LINGER, _CLIENT_GONE = ConnState.HEAD, ConnState.LINGER, Close.CLIENT_GONE
+_HEAD, _LINGER, _CLOSED = ConnState.HEAD, ConnState.LINGER, ConnState.CLOSED
+_CLIENT_GONE, _BAD_BODY = Close.CLIENT_GONE, Close.BAD_BODY
 
 
 def limits_from(cfg: Any) -> Limits:
@@ -100,7 +101,7 @@ class Connection(HTTPConnection):
         self.registered = False  # in the selector
 
     def close(self) -> None:
-        self.state = ConnState.CLOSED
+        self.state = _CLOSED
         try:
             self.sock.close()
         except OSError:
@@ -116,6 +117,9 @@ class SyncWorker(Worker):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.threads = cfg.threads
+        # With a thread pool the loop beats, judging every exchange in
+        # flight (see _beat): one finishing must not hide one stuck.
+        self.beats_per_exchange = self.threads == 1
         # Zero means no limit: a day stands in for it.
         self.body_timeout = cfg.body_timeout or 86400.0
         self.write_timeout = cfg.write_timeout or 86400.0
@@ -187,12 +191,6 @@ class SyncWorker(Worker):
             for c in list(self.busy.values()):
                 if c.progress == oldest and c.request is not None:
                     self.heartbeat.set_current(c.request.raw_line)
-
-    def beat_after_exchange(self) -> None:
-        # With a thread pool the loop beats, judging every exchange in
-        # flight (see _beat): one finishing must not hide one stuck.
-        if self.threads == 1:
-            self.heartbeat.beat()
 
     def _select_timeout(self) -> float:
         timeout = 1.0
@@ -358,7 +356,7 @@ class SyncWorker(Worker):
                 # exchange; if one ever does not, close, never crash.
                 self.log.error("Request reader not done after an exchange; closing")
         if ex is not None and ex.close is not _CLIENT_GONE and (
-                ex.close is Close.BAD_BODY or _body_left(reader)):
+                ex.close is _BAD_BODY or _body_left(reader)):
             # The client may still be sending its body: close lingering, so
             # that it reads the response instead of a reset.
             self._refuse(conn, b"")
