@@ -409,6 +409,13 @@ class HTTPConnection:
         """True while the connection waits on its client between exchanges."""
         return self.state in _WAITING
 
+    @property
+    def evictable(self) -> bool:
+        """True while closing it to make room is allowed: waiting on its
+        client, or lingering after an error."""
+        state = self.state
+        return state is _LINGER or state in _WAITING
+
 
 _SINCE = attrgetter("since")
 

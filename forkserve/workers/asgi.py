@@ -31,7 +31,7 @@ from typing import Any
 
 from ..heartbeat import WorkerState
 from ..http.asgi import ClientDisconnected
-from ..http.connection import Policy, eviction_candidate
+from ..http.connection import Policy, eviction_candidate, eviction_candidates
 from ..http.proxy import ProxyTrust
 from .asgi_protocol import HTTPProtocol
 from .base import Worker
@@ -154,15 +154,24 @@ class ASGIWorker(Worker):
 
     def _accept(self, lsock: socket.socket) -> None:
         """The listening socket is readable: take what is queued."""
+        victims: list[HTTPProtocol] = []
         for _ in range(_ACCEPT_BATCH):
             victim = None
             if len(self.connections) >= self.worker_connections:
-                victim = self._eviction_candidate()
-                if victim is None:
+                # Chosen once for the batch (see SyncWorker._accept).
+                while victims and not victims[-1].evictable:
+                    victims.pop()
+                if not victims:
+                    victims = eviction_candidates(  # type: ignore[assignment]
+                        (c for c in self.connections if c.transport is not None),
+                        _ACCEPT_BATCH)
+                    victims.reverse()
+                if not victims:
                     # Every connection is in an exchange: resumed when one
                     # closes or waits again (checked by the sweep).
                     self._set_accepting(False)
                     return
+                victim = victims.pop()
             try:
                 sock, _ = lsock.accept()
             except BlockingIOError:

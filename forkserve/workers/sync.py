@@ -51,7 +51,7 @@ from typing import Any
 
 from ..heartbeat import WorkerState
 from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection, Policy,
-                               error_status, eviction_candidate)
+                               error_status, eviction_candidates)
 from ..http.proxy import ProxyTrust
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
@@ -62,6 +62,8 @@ from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
 __all__ = ["SyncWorker"]
 
 _ACCEPT = object()
+# Connections taken per readiness of a listening socket.
+_ACCEPT_BATCH = 64
 _WAKE = object()
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
@@ -210,19 +212,26 @@ class SyncWorker(Worker):
 
     def _accept(self, lsock: socket.socket) -> None:
         limit = self.max_connections
-        for _ in range(64):
+        victims: list[Connection] = []
+        for _ in range(_ACCEPT_BATCH):
             if not self.alive:
                 return
             if len(self.conns) + len(self.busy) >= limit:
                 # Full: make room by closing the connection that has waited
                 # longest on its client, so slow or idle clients cannot
                 # starve a fresh one; stop accepting only if every
-                # connection is in an exchange.
-                victim = eviction_candidate(self.conns.values())
-                if victim is None:
-                    self._set_accepting(False)
-                    return
-                self._evict(victim)
+                # connection is in an exchange.  The candidates are chosen
+                # once for the batch (a flood would otherwise scan every
+                # connection for each accept).
+                while victims and not victims[-1].evictable:
+                    victims.pop()
+                if not victims:
+                    victims = eviction_candidates(self.conns.values(), _ACCEPT_BATCH)
+                    victims.reverse()
+                    if not victims:
+                        self._set_accepting(False)
+                        return
+                self._evict(victims.pop())
             try:
                 sock, peer = lsock.accept()
             except BlockingIOError:
