@@ -170,6 +170,52 @@ def test_term_while_the_worker_imports_the_app(forkserve, tmp_path, kind):
     assert "did not stop within graceful_timeout" not in server.log
 
 
+def test_term_during_the_lifespan_startup(forkserve):
+    """The ASGI app's lifespan startup takes 15 s; a TERM 1 s into it
+    cancels it: before READY there is nothing to drain.  (It used to wait
+    for the startup to finish, then drain.)"""
+    server = forkserve(APP["asgi"], "-k", "asgi", "-w", "2", "--graceful-timeout", "20",
+                       env={"FS_SLOW_STARTUP": "15"}, wait=False)
+    server.wait_log("Booting worker", count=2)
+    workers = server.workers()
+    time.sleep(1.0)
+    start = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    elapsed = time.monotonic() - start
+    _report("TERM during the lifespan startup", f"master exited {elapsed:.2f}s after TERM")
+    assert elapsed < 4.0, server.log
+    assert "Worker exiting" in server.log
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in workers)
+    assert "did not stop within graceful_timeout" not in server.log
+    assert "Traceback" not in server.log
+
+
+@pytest.mark.parametrize("kind", ["sync", "asgi"])
+def test_term_as_a_worker_starts_serving(forkserve, tmp_path, kind):
+    """A TERM in the moment between a worker's boot and its serving loop
+    taking over (widened to 3 s by a config file) is not lost: the ASGI
+    worker used to hand SIGTERM to its event loop there, and a TERM before
+    the loop ran stayed recorded in the loop and was never acted on, so the
+    master waited out graceful_timeout."""
+    marker = tmp_path / "serving"
+    server = forkserve(APP[kind], "-k", kind, "-w", "2", "--graceful-timeout", "15",
+                       "-c", str(APPS / "serve_start_delay_conf.py"), wait=False,
+                       env={"FS_SERVE_MARKER": str(marker), "FS_SERVE_DELAY": "3"})
+    wait_for(lambda: marker.exists() and len(marker.read_text().split()) == 2, 15,
+             what="both workers about to serve")
+    time.sleep(0.2)
+    start = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    elapsed = time.monotonic() - start
+    _report(f"TERM as the workers start serving ({kind})", f"master exited {elapsed:.2f}s after TERM")
+    # The 3 s delay runs out, then the worker stops at once.
+    assert elapsed < 6.0, server.log
+    assert "did not stop within graceful_timeout" not in server.log
+
+
 def test_term_right_after_a_hup(forkserve, tmp_path):
     flag = tmp_path / "slow-import"
     server = forkserve(APP["sync"], "-w", "2", env={"FS_SLOW_IMPORT": str(flag)})
