@@ -286,12 +286,16 @@ def test_a_hup_during_a_reload_is_not_dropped(forkserve, tmp_path):
     _deploy(tmp_path, "v2", import_seconds=2)
     server.signal(signal.SIGHUP)
     wait_for(lambda: len(server.workers()) == 4, 10, what="v2 workers forked")
+    v1_v2 = set(server.workers())
     time.sleep(0.5)
     _deploy(tmp_path, "v3", import_seconds=1)
     server.signal(signal.SIGHUP)
     time.sleep(0.2)
     server.signal(signal.SIGHUP)
     server.wait_log("Reload complete", count=2, timeout=30)
+    # The v2 workers were told to drain when v3's were READY; one may still
+    # finish a request it accepted before it saw the TERM.
+    server.wait_workers(2, exclude=v1_v2, timeout=15)
     assert _get(server, "/version") == (200, b"v3")
     time.sleep(2.0)
     assert server.log.count("Reload complete") == 2, server.log[-3000:]
@@ -303,6 +307,7 @@ def test_a_hup_during_a_failing_reload_is_not_dropped(forkserve, tmp_path):
     """v2 is broken and fails to import after a while; v3, deployed with a
     HUP meanwhile, is what serves next."""
     server = _live(tmp_path, forkserve, "-w", "1")
+    v1 = set(server.workers())
     (tmp_path / "live_app.py").write_text("import time\ntime.sleep(1.5)\nraise ImportError('v2 is broken')\n")
     server.signal(signal.SIGHUP)
     wait_for(lambda: len(server.workers()) == 2, 10, what="v2 worker forked")
@@ -310,6 +315,7 @@ def test_a_hup_during_a_failing_reload_is_not_dropped(forkserve, tmp_path):
     server.signal(signal.SIGHUP)
     server.wait_log("Reload failed", timeout=20)
     server.wait_log("Reload complete", timeout=20)
+    server.wait_workers(1, exclude=v1, timeout=15)  # v1's worker drained
     assert _get(server, "/version") == (200, b"v3")
 
 
