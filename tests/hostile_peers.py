@@ -181,17 +181,18 @@ def row_hup_reload(name: str, tmp: Path) -> str:
         text = src.read_text().replace('VERSION = "v1"', f"VERSION = {version!r}")
         text = text.replace('IMPORT_DELAY = float(os.environ.get("HOSTILE_IMPORT_DELAY", "0"))',
                             f"IMPORT_DELAY = {delay}")
-        (work / "hostile_live.py").write_text(text)
+        (work / "hostile_live.py.tmp").write_text(text)
+        (work / "hostile_live.py.tmp").replace(work / "hostile_live.py")
     deploy("v1", 0)
     # uvicorn reloads on HUP only with its multiprocess supervisor.
     server = start(name, tmp, workers=2 if name == "uvicorn" else 1, app_dir=work,
                    app_module="hostile_live", env={"PYTHONDONTWRITEBYTECODE": "1",
                                                    "PYTHONPATH": str(work)})
     try:
-        served = scenario.hup_during_reload(server, deploy)
+        result = scenario.hup_during_reload(server, deploy)
     finally:
         server.stop()
-    return f"serves {served.decode() if served else 'nothing'}"
+    return str(result)
 
 
 def row_leak(name: str, tmp: Path) -> str:

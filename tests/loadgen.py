@@ -89,7 +89,7 @@ class LoadResult:
     retried: int = 0
     errors: Counter = field(default_factory=Counter)
     bodies: Counter = field(default_factory=Counter)
-    failures: list = field(default_factory=list)  # (time, local address, error)
+    failures: list = field(default_factory=list)  # (time, local address, error, timings...)
 
     def __str__(self) -> str:
         return (f"ok={self.ok} failed={self.failed} retried={self.retried} "
@@ -144,36 +144,46 @@ class Load:
         local = None
         buf = bytearray()
         reused = False
+        connected = sent = 0.0
         request = (f"GET {path} HTTP/1.1\r\nHost: t\r\n"
                    + ("" if keepalive else "Connection: close\r\n") + "\r\n").encode()
+
+        def failed(detail: str, exc: BaseException) -> None:
+            # When, on which connection, and how long after its connect and
+            # the request it failed: enough to find it in the server's log.
+            now = time.monotonic()
+            self._count("fail", detail)
+            with self.lock:
+                self.result.failures.append(
+                    (time.time(), local, type(exc).__name__, f"connect->send {sent - connected:.3f}s",
+                     f"send->failure {now - sent:.3f}s", "reused" if reused else "new"))
         while not self.stopping.is_set():
             try:
                 if sock is None:
+                    local = None
+                    connected = time.monotonic()
                     sock = self.connect(self.timeout)
                     local = sock.getsockname()
                     buf.clear()
                     reused = False
+                sent = time.monotonic()
                 sock.sendall(request)
                 status, body, close = _read_response(sock, buf)
             except (_Closed, ConnectionResetError) as exc:
-                if isinstance(exc, ConnectionResetError) and buf:
-                    sock.close()
-                    sock = None
-                    self._count("fail", "reset inside a response")
-                    continue
                 sock.close()
                 sock = None
-                if reused:
+                if isinstance(exc, ConnectionResetError) and buf:
+                    failed("reset inside a response", exc)
+                elif reused:
                     self._count("retry")
                 else:
-                    self._count("fail", "closed before response on a new connection")
-                    self.result.failures.append((time.time(), local, type(exc).__name__))
+                    failed("closed before response on a new connection", exc)
                 continue
             except (OSError, ValueError, IndexError) as exc:
                 if sock is not None:
                     sock.close()
                 sock = None
-                self._count("fail", type(exc).__name__)
+                failed(type(exc).__name__, exc)
                 time.sleep(0.01)
                 continue
             if status >= 500 or status < 200:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import signal
 import socket
 import sys
 import time
@@ -47,6 +46,9 @@ _EMFILE_PAUSE = 0.5
 _EMFILE_LOG_EVERY = 10.0
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _EAGER = sys.version_info >= (3, 12)
+# How long the app's lifespan task may take to end when a TERM cancels its
+# startup.
+_ABANDON_WAIT = 1.0
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -92,6 +94,7 @@ class ASGIWorker(Worker):
         self.emfile_logged_at = -_EMFILE_LOG_EVERY
         self.emfile_pauses = 0
         self.lifespan = Lifespan(self.app, cfg.lifespan, self.log)
+        self.starting: asyncio.Task | None = None  # the lifespan startup
         self.stop_event: asyncio.Event | None = None
         self.drained: asyncio.Event | None = None
         self.beat_interval = min(1.0, cfg.timeout / 4) if cfg.timeout > 0 else 1.0
@@ -106,14 +109,27 @@ class ASGIWorker(Worker):
     def startup(self) -> bool:
         # The heartbeat must not expire while a slow startup runs.
         self.heartbeat.beat()
-        return self.loop.run_until_complete(self.lifespan.startup(self.cfg.timeout))
+        loop = self.loop
+        self.starting = loop.create_task(self.lifespan.startup(self.cfg.timeout))
+        try:
+            return loop.run_until_complete(self.starting)
+        except asyncio.CancelledError:
+            # TERM while starting (see _on_term): stop the app's startup too.
+            loop.run_until_complete(self.lifespan.abandon(_ABANDON_WAIT))
+            return False
+        finally:
+            self.starting = None
 
     def serve(self) -> None:
+        # TERM and USR1 stay with the worker's own handlers (set before the
+        # app's startup): loop.add_signal_handler() here would replace them,
+        # and a TERM arriving between that call and the loop running would
+        # be recorded by the loop and never acted on.  The handlers wake
+        # the loop instead (wake()); uvloop runs them as soon as a signal
+        # comes, since it watches the wake-up fd while it runs.
         loop = self.loop
         self.stop_event = asyncio.Event()
         self.drained = asyncio.Event()
-        loop.add_signal_handler(signal.SIGTERM, self._on_term)
-        loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
         for lst in self.listeners:
             lst.sock.setblocking(False)
         self._set_accepting(True)
@@ -123,13 +139,18 @@ class ASGIWorker(Worker):
         finally:
             loop.close()
 
+    def wake(self) -> None:
+        loop = self.loop
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_term)
+
     def _on_term(self) -> None:
-        self.alive = False
+        """On the loop, once ``alive`` went False (TERM, retire): cut a
+        startup short, or begin the drain."""
+        if self.starting is not None:
+            self.starting.cancel()
         if self.stop_event is not None:
             self.stop_event.set()
-
-    def _on_usr1(self) -> None:
-        self.reopen_requested = True
 
     def _tick(self) -> None:
         """Runs on the loop: a blocked loop stops beating."""

@@ -6,14 +6,19 @@ ASGI), reports READY through its heartbeat and serves until told to stop.
 
 Signals: TERM drains gracefully; INT and QUIT exit at once; ABRT is the
 arbiter's timeout kill; USR1 reopens logs.  TERM and USR1 only set a flag
-and wake the serving loop.  INT, QUIT and ABRT must interrupt whatever the
-app is doing, so their handlers raise SystemExit: that exception is the one
-thing they do, and the normal unwinding does the rest.  Until the worker is
-READY there is nothing to drain, so TERM exits at once too.
+and wake the serving loop (:meth:`Worker.wake`).  INT, QUIT and ABRT must
+interrupt whatever the app is doing, so their handlers raise SystemExit:
+that exception is the one thing they do, and the normal unwinding does the
+rest.  Until the worker is READY there is nothing to drain, so TERM exits at
+once too: by SystemExit while the app imports and ``post_worker_init``
+runs, by cancelling the app's startup (ASGI lifespan) after that.
 
 No signal is lost at birth: the master forks with its signals blocked, and
 the child unblocks them only once its own handlers are in place, so a TERM
-sent while it is still starting waits for those handlers.
+sent while it is still starting waits for those handlers.  From then on the
+same Python handlers stay in place for the worker's whole life (no event
+loop takes SIGTERM over), so there is no handover in which a TERM could go
+to a handler that no longer matters.
 """
 
 from __future__ import annotations
@@ -96,8 +101,9 @@ class Worker:
     # -- signals ---------------------------------------------------------
 
     def init_boot_signals(self) -> None:
-        """Handlers while booting (app import, post_fork): TERM, INT and
-        QUIT exit at once, since there is nothing to drain yet."""
+        """Handlers while booting (post_fork, app import, post_worker_init):
+        TERM, INT and QUIT exit at once, since there is nothing to drain
+        yet."""
         self._ignore_and_default()
         signal.signal(signal.SIGTERM, self.handle_exit_booting)
         signal.signal(signal.SIGINT, self.handle_quit)
@@ -113,7 +119,8 @@ class Worker:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def init_signals(self) -> None:
-        """Handlers from the worker's construction on: TERM drains."""
+        """Handlers from the app's startup on (see :meth:`run`): TERM stops
+        the worker through its loop, which drains."""
         self._ignore_and_default()
         signal.signal(signal.SIGTERM, self.handle_exit)
         signal.signal(signal.SIGINT, self.handle_quit)
@@ -126,6 +133,12 @@ class Worker:
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         self.alive = False
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the serving loop look at ``alive`` now rather than at its
+        next tick.  Called by the TERM handler and by :meth:`retire`, maybe
+        from another thread: only enqueues."""
 
     def handle_exit_booting(self, sig: int, frame: Any) -> NoReturn:
         raise SystemExit(0)
@@ -159,18 +172,18 @@ class Worker:
         """Stop taking new work, finish what is in flight and exit, for a
         reason of the worker's own (a limit reached, the master gone).
 
-        It is a drain like the one TERM asks for, and it is started the same
-        way: ``alive`` goes False, and the worker sends itself TERM, which
-        wakes its serving loop at once whatever kind it is (the sync loop
-        through its wake-up fd, the ASGI loop through its signal handler);
-        without the signal the ASGI loop would notice only at its next tick.
-        The master sees the heartbeat go STOPPING and starts a replacement.
+        It is a drain like the one TERM asks for, started the same way as
+        the TERM handler starts it: ``alive`` goes False and the serving
+        loop is woken (:meth:`wake`).  A TERM from the master at the same
+        moment does the same two things, so whichever comes first, the
+        worker drains once and nothing is lost.  The master sees the
+        heartbeat go STOPPING and starts a replacement.
         """
         if not self.alive:
             return
         self.log.log(level, "%s", why)
         self.alive = False
-        signal.raise_signal(signal.SIGTERM)
+        self.wake()
 
     def watch_memory(self, limit: int) -> None:
         """Retire once RSS is over ``limit`` bytes: :meth:`end_exchange`
@@ -250,14 +263,17 @@ class Worker:
         except Exception:
             self.log.error("post_worker_init failed:\n%s", traceback.format_exc())
             return EXIT_BOOT_ERROR
+        self.init_signals()
         if not self.startup():
-            return EXIT_BOOT_ERROR
+            # A TERM during the startup cancels it: a stop, not a failure.
+            return 0 if not self.alive else EXIT_BOOT_ERROR
         self.heartbeat.set_state(WorkerState.READY)
         self.serve()
         return 0
 
     def startup(self) -> bool:
-        """App startup before READY (ASGI lifespan); False fails the boot."""
+        """App startup before READY (ASGI lifespan); False fails the boot,
+        or, with ``alive`` False, means a TERM cut it short."""
         return True
 
     def serve(self) -> None:  # pragma: no cover - abstract
@@ -345,8 +361,10 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         kind = worker_kind(cfg.worker_class, app)
         cls = worker_class(kind)
         worker = current = cls(age, server.pid, listeners, cfg, heartbeat, app)
+        # The boot handlers again, bound to this worker (a USR1 meanwhile
+        # is carried over); Worker.run() installs the serving ones.
+        worker.init_boot_signals()
         worker.reopen_requested = pre.reopen_requested
-        worker.init_signals()
         if memory_limit:
             worker.watch_memory(memory_limit)
         worker.log.info("Booting worker with pid %s (%s%s)", worker.pid, kind,
@@ -358,11 +376,14 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         error_log.exception("Worker %s exiting on an error", pre.pid)
         code = 1
     finally:
+        # Nothing may keep this process from os._exit(): a signal handler's
+        # SystemExit (a TERM still on the boot handler, an INT) raised
+        # during the hook would otherwise unwind into the master's code.
         try:
-            cfg.worker_exit(server, current)
-        except Exception:
-            error_log.exception("worker_exit hook failed")
-        try:
+            try:
+                cfg.worker_exit(server, current)
+            except Exception:
+                error_log.exception("worker_exit hook failed")
             sys.stdout.flush()
             sys.stderr.flush()
         finally:

@@ -70,6 +70,17 @@ class Lifespan:
             self.log.info("ASGI lifespan not supported by the app; continuing without it")
         return True
 
+    async def abandon(self, timeout: float) -> None:
+        """The worker stops before the startup completed (a TERM): cancel
+        the app's lifespan task and give it ``timeout`` seconds to end.  No
+        shutdown event: the app never started."""
+        task = self._task
+        self.phase = _Phase.STOPPED
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=timeout)
+
     async def shutdown(self, timeout: float) -> None:
         if self.phase is not _Phase.STARTED:
             return

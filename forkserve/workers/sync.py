@@ -452,10 +452,18 @@ class SyncWorker(Worker):
                 ex = self.handle(conn, conn.request)  # type: ignore[arg-type]
             finally:
                 self.done.put((conn, ex))
-                try:
-                    os.write(self.wake_w, b"\0")
-                except BlockingIOError:
-                    pass  # the pipe is full: the loop is already awake
+                self.wake()
+
+    wake_w = -1
+
+    def wake(self) -> None:
+        # Signals wake the loop through the same pipe (set_wakeup_fd).
+        if self.wake_w < 0:
+            return  # not serving yet: the loop checks alive before it waits
+        try:
+            os.write(self.wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is already awake
 
     # -- graceful stop -----------------------------------------------------
 

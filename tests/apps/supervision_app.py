@@ -9,6 +9,7 @@
 
 Importing it sleeps for the number of seconds written in the file that
 FS_SLOW_IMPORT names, if that file exists: a slow app import on demand.
+The ASGI app's lifespan startup sleeps FS_SLOW_STARTUP seconds (if set).
 """
 
 import asyncio
@@ -56,6 +57,8 @@ async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
             msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await asyncio.sleep(float(os.environ.get("FS_SLOW_STARTUP") or 0))
             await send({"type": msg["type"] + ".complete"})
             if msg["type"] == "lifespan.shutdown":
                 return

@@ -239,9 +239,11 @@ def test_preload_hup_reloads_the_app_in_the_master(forkserve, tmp_path):
     server = forkserve("chaos_live:application", "-w", "2", "--preload", cwd=tmp_path,
                        env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert server.get("/version")[2] == b"v1"
+    v1 = set(server.workers())
     _copy_app(tmp_path, "v2-preloaded")
     server.signal(signal.SIGHUP)
     server.wait_log("Reload complete", timeout=20)
+    server.wait_workers(2, exclude=v1, timeout=15)  # v1's workers drained
     assert server.get("/version")[2] == b"v2-preloaded"
     # A broken app on HUP keeps the old one serving.
     (tmp_path / "chaos_live.py").write_text("raise ImportError('half-deployed')\n")

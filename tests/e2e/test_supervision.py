@@ -170,6 +170,52 @@ def test_term_while_the_worker_imports_the_app(forkserve, tmp_path, kind):
     assert "did not stop within graceful_timeout" not in server.log
 
 
+def test_term_during_the_lifespan_startup(forkserve):
+    """The ASGI app's lifespan startup takes 15 s; a TERM 1 s into it
+    cancels it: before READY there is nothing to drain.  (It used to wait
+    for the startup to finish, then drain.)"""
+    server = forkserve(APP["asgi"], "-k", "asgi", "-w", "2", "--graceful-timeout", "20",
+                       env={"FS_SLOW_STARTUP": "15"}, wait=False)
+    server.wait_log("Booting worker", count=2)
+    workers = server.workers()
+    time.sleep(1.0)
+    start = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    elapsed = time.monotonic() - start
+    _report("TERM during the lifespan startup", f"master exited {elapsed:.2f}s after TERM")
+    assert elapsed < 4.0, server.log
+    assert "Worker exiting" in server.log
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in workers)
+    assert "did not stop within graceful_timeout" not in server.log
+    assert "Traceback" not in server.log
+
+
+@pytest.mark.parametrize("kind", ["sync", "asgi"])
+def test_term_as_a_worker_starts_serving(forkserve, tmp_path, kind):
+    """A TERM in the moment between a worker's boot and its serving loop
+    taking over (widened to 3 s by a config file) is not lost: the ASGI
+    worker used to hand SIGTERM to its event loop there, and a TERM before
+    the loop ran stayed recorded in the loop and was never acted on, so the
+    master waited out graceful_timeout."""
+    marker = tmp_path / "serving"
+    server = forkserve(APP[kind], "-k", kind, "-w", "2", "--graceful-timeout", "15",
+                       "-c", str(APPS / "serve_start_delay_conf.py"), wait=False,
+                       env={"FS_SERVE_MARKER": str(marker), "FS_SERVE_DELAY": "3"})
+    wait_for(lambda: marker.exists() and len(marker.read_text().split()) == 2, 15,
+             what="both workers about to serve")
+    time.sleep(0.2)
+    start = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
+    elapsed = time.monotonic() - start
+    _report(f"TERM as the workers start serving ({kind})", f"master exited {elapsed:.2f}s after TERM")
+    # The 3 s delay runs out, then the worker stops at once.
+    assert elapsed < 6.0, server.log
+    assert "did not stop within graceful_timeout" not in server.log
+
+
 def test_term_right_after_a_hup(forkserve, tmp_path):
     flag = tmp_path / "slow-import"
     server = forkserve(APP["sync"], "-w", "2", env={"FS_SLOW_IMPORT": str(flag)})
@@ -240,12 +286,16 @@ def test_a_hup_during_a_reload_is_not_dropped(forkserve, tmp_path):
     _deploy(tmp_path, "v2", import_seconds=2)
     server.signal(signal.SIGHUP)
     wait_for(lambda: len(server.workers()) == 4, 10, what="v2 workers forked")
+    v1_v2 = set(server.workers())
     time.sleep(0.5)
     _deploy(tmp_path, "v3", import_seconds=1)
     server.signal(signal.SIGHUP)
     time.sleep(0.2)
     server.signal(signal.SIGHUP)
     server.wait_log("Reload complete", count=2, timeout=30)
+    # The v2 workers were told to drain when v3's were READY; one may still
+    # finish a request it accepted before it saw the TERM.
+    server.wait_workers(2, exclude=v1_v2, timeout=15)
     assert _get(server, "/version") == (200, b"v3")
     time.sleep(2.0)
     assert server.log.count("Reload complete") == 2, server.log[-3000:]
@@ -257,6 +307,7 @@ def test_a_hup_during_a_failing_reload_is_not_dropped(forkserve, tmp_path):
     """v2 is broken and fails to import after a while; v3, deployed with a
     HUP meanwhile, is what serves next."""
     server = _live(tmp_path, forkserve, "-w", "1")
+    v1 = set(server.workers())
     (tmp_path / "live_app.py").write_text("import time\ntime.sleep(1.5)\nraise ImportError('v2 is broken')\n")
     server.signal(signal.SIGHUP)
     wait_for(lambda: len(server.workers()) == 2, 10, what="v2 worker forked")
@@ -264,6 +315,7 @@ def test_a_hup_during_a_failing_reload_is_not_dropped(forkserve, tmp_path):
     server.signal(signal.SIGHUP)
     server.wait_log("Reload failed", timeout=20)
     server.wait_log("Reload complete", timeout=20)
+    server.wait_workers(1, exclude=v1, timeout=15)  # v1's worker drained
     assert _get(server, "/version") == (200, b"v3")
 
 
