@@ -171,6 +171,12 @@ class Cycle:
     # -- the app's task -----------------------------------------------------------
 
     async def run(self, app: Any) -> None:
+        # The master names this request if the loop stops beating or the
+        # worker dies: the app that began running last is the likeliest
+        # cause.  Set here, when the app is called, not when the request
+        # was parsed: another request parsed in between would take the
+        # blame (a crash on GET /segv logged as on GET /version).
+        self.proto.worker.heartbeat.set_current(self.ex.request.raw_line)
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:

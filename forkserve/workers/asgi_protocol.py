@@ -294,9 +294,6 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         cycle = self.cycle = Cycle(self, ex, self.scope_for(req))
         self.busy = _EXCHANGE
         worker.active += 1
-        # The master names this request if the loop stops beating: the
-        # request started last is the likeliest to have blocked it.
-        worker.heartbeat.set_current(req.raw_line)
         if not worker.begin_request(ex):
             worker.active -= 1
             cycle.fail()  # the pre_request hook failed: a 500
