@@ -80,6 +80,17 @@ def read_until_close(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def stop_handed_over_master(server: "Server", new_pid: int) -> None:
+    """Stop a master that a USR2 handover started (not the test's child):
+    its workers join ``server``'s cleanup, then TERM and wait for it."""
+    for child in psutil.Process(new_pid).children():
+        server.seen_pids.add(child.pid)
+    os.kill(new_pid, signal.SIGTERM)
+    wait_for(lambda: not psutil.pid_exists(new_pid) or
+             psutil.Process(new_pid).status() == psutil.STATUS_ZOMBIE, 15,
+             what="the new master to stop")
+
+
 def stop_tree(proc: subprocess.Popen, extra_pids: set[int] | frozenset[int] = frozenset()) -> None:
     """TERM ``proc`` (a forkserve master, or a wrapper of one), wait, then
     KILL it and every descendant and extra PID still alive."""

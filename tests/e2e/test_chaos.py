@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import APPS, wait_for
+from conftest import APPS, stop_handed_over_master, wait_for
 from loadgen import Load
 
 pytestmark = pytest.mark.e2e
@@ -113,12 +113,7 @@ def test_usr2_handover_under_load(forkserve, tmp_path):
         assert status == 200
         assert int(body) in {c.pid for c in psutil.Process(new_pid).children()}
     finally:
-        for child in psutil.Process(new_pid).children():
-            server.seen_pids.add(child.pid)
-        os.kill(new_pid, signal.SIGTERM)
-        wait_for(lambda: not psutil.pid_exists(new_pid) or
-                 psutil.Process(new_pid).status() == psutil.STATUS_ZOMBIE, 15,
-                 what="the new master to stop")
+        stop_handed_over_master(server, new_pid)
 
 
 @pytest.mark.parametrize("kind", ["sync", "asgi"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import APPS, parse_response, wait_for
+from conftest import APPS, parse_response, stop_handed_over_master, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -398,12 +398,7 @@ def test_usr2_during_a_reload(forkserve, tmp_path):
         assert _get(server, "/pid")[1].decode() in {
             str(c.pid) for c in psutil.Process(new_pid).children()}
     finally:
-        for child in psutil.Process(new_pid).children():
-            server.seen_pids.add(child.pid)
-        os.kill(new_pid, signal.SIGTERM)
-        wait_for(lambda: not psutil.pid_exists(new_pid) or
-                 psutil.Process(new_pid).status() == psutil.STATUS_ZOMBIE, 15,
-                 what="the new master to stop")
+        stop_handed_over_master(server, new_pid)
 
 
 # -- memory --------------------------------------------------------------------
