@@ -156,6 +156,33 @@ def test_unit_files_pass_systemd_analyze_verify(tmp_path):
     assert not problems, problems
 
 
+def _unit_settings(name: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in (ROOT / "systemd" / name).read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_unit_files_keep_the_activated_socket_path_across_restarts():
+    """systemd removes a service's RuntimeDirectory when the service stops
+    unless told to preserve it; the socket unit's file lives there, so a
+    restart would leave systemd holding a socket nobody can reach."""
+    service = _unit_settings("forkserve.service")
+    socket_unit = _unit_settings("forkserve.socket")
+    paths = [p for p in socket_unit["ListenStream"] if p.startswith("/")]
+    runtime_dirs = [f"/run/{d}/" for v in service.get("RuntimeDirectory", []) for d in v.split()]
+    inside = [p for p in paths if any(p.startswith(d) for d in runtime_dirs)]
+    if inside:
+        # "restart" would not do: after a stop the socket unit stays active.
+        assert service.get("RuntimeDirectoryPreserve") == ["yes"], inside
+    # And the stop timeout leaves room for conf/prod.py's graceful_timeout.
+    namespace: dict = {}
+    exec((ROOT / "conf" / "prod.py").read_text(), namespace)
+    assert int(service["TimeoutStopSec"][0]) > namespace["graceful_timeout"]
+
+
 def test_watchdog_pings(forkserve, tmp_path):
     address = str(tmp_path / "wd.sock")
     listener = NotifyListener(address)
