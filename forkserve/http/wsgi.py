@@ -16,9 +16,10 @@ body bytes sent (the access log's ``%(B)s`` for an aborted download).
 from __future__ import annotations
 
 import io
+import logging
 import os
-import sys
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterable
 from urllib.parse import unquote_to_bytes
 
 from .connection import Close, Exchange
@@ -27,7 +28,53 @@ from .proxy import Forwarded
 from .request import Request, parse_decimal
 from .response import OWS, ResponseError, check_header, date_header, status_line
 
-__all__ = ["FileWrapper", "WSGIInput", "WSGIResponse", "base_environ", "build_environ"]
+__all__ = ["ErrorStream", "FileWrapper", "WSGIInput", "WSGIResponse", "base_environ",
+           "build_environ"]
+
+
+class ErrorStream:
+    """``wsgi.errors``: what the app writes goes to the error log.
+
+    As in gunicorn, that is the ``errorlog`` destination, not the process's
+    stderr.  It also goes through the error log's non-blocking writer: a
+    stderr pipe that nobody drains (a stalled journal, a closed terminal)
+    must not stop a worker in the middle of a request.  Text is logged a
+    line at a time; a partial line waits for its newline, ``flush()`` or
+    ``_PENDING_MAX`` characters, whichever comes first.
+    """
+
+    _PENDING_MAX = 16384
+
+    def __init__(self, log: logging.Logger) -> None:
+        self._log = log
+        self._lock = threading.Lock()  # threads of one worker share it
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        """Write ``text`` (a str: PEP 3333 makes this a text stream)."""
+        if not isinstance(text, str):
+            raise TypeError(f"wsgi.errors.write() needs str, not {type(text).__name__}")
+        size = len(text)
+        with self._lock:
+            text = self._pending + text
+            # Without a newline, rpartition leaves everything in ``rest``.
+            done, _, rest = text.rpartition("\n")
+            if len(rest) >= self._PENDING_MAX:
+                done, rest = text, ""
+            self._pending = rest
+        if done:
+            self._log.error("%s", done)
+        return size
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._pending = self._pending, ""
+        if text:
+            self._log.error("%s", text)
 
 
 class FileWrapper:
@@ -143,14 +190,14 @@ class WSGIInput:
 
 
 def base_environ(server_name: str, server_port: str, multithread: bool,
-                 script_name: str) -> dict[str, Any]:
+                 script_name: str, errors: ErrorStream) -> dict[str, Any]:
     """The per-worker constant part of every environ."""
     return {
         "wsgi.version": (1, 0),
         "wsgi.multithread": multithread,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
-        "wsgi.errors": sys.stderr,
+        "wsgi.errors": errors,
         "wsgi.file_wrapper": FileWrapper,
         "wsgi.input_terminated": True,
         "SERVER_SOFTWARE": "forkserve",

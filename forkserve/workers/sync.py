@@ -55,7 +55,8 @@ from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnectio
 from ..http.proxy import ProxyTrust
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
-from ..http.wsgi import FileWrapper, WSGIInput, WSGIResponse, base_environ, build_environ
+from ..http.wsgi import (ErrorStream, FileWrapper, WSGIInput, WSGIResponse, base_environ,
+                         build_environ)
 from .base import Worker
 from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
 
@@ -135,7 +136,8 @@ class SyncWorker(Worker):
         self.jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self.accepting = False
         name, port = self._server_name()
-        self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
+        self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"),
+                                         ErrorStream(self.log))
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
 
     def _server_name(self) -> tuple[str, str]:

@@ -43,7 +43,16 @@ def application(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
     if path == "/stderr":
-        print("to wsgi.errors", file=environ["wsgi.errors"])
+        errors = environ["wsgi.errors"]
+        print("to wsgi.errors", file=errors)
+        errors.write("a partial line, ")
+        errors.write("then its end\n")
+        errors.writelines(["one\n", "two\n"])
+        errors.flush()
+        start_response("204 No Content", [])
+        return []
+    if path == "/stderr-big":
+        environ["wsgi.errors"].write("x" * 8000 + "\n")
         start_response("204 No Content", [])
         return []
     start_response("404 Not Found", [("Content-Type", "text/plain")])
