@@ -164,6 +164,13 @@ class Policy:
         return cls(keepalive=cfg.keepalive, header_timeout=cfg.header_timeout,
                    rate_grace=cfg.timeout)
 
+    def worth_discarding(self, reader: Any) -> bool:
+        """Whether to read and drop the body the app left unread, to keep
+        the connection: not when its Content-Length already says more than
+        ``drain_bytes`` is left (the connection closes at once instead)."""
+        left = reader.body_left
+        return left is None or left <= self.drain_bytes
+
     def start_draining(self, now: float, graceful_timeout: float) -> None:
         """The worker got TERM (or is recycling): from now on every response
         closes its connection, and nothing waits past ``graceful_timeout``."""

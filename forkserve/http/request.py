@@ -392,6 +392,13 @@ class RequestReader:
         return self._state in _BODY_STATES
 
     @property
+    def body_left(self) -> int | None:
+        """Bytes of the current Content-Length body that next_event() has not
+        returned yet (buffered or still to come); None for a chunked body,
+        whose length nobody knows, and outside a body."""
+        return self._remaining if self._state is _BODY_LENGTH else None
+
+    @property
     def idle(self) -> bool:
         """True between requests with nothing buffered."""
         return self._state is _HEAD and not self._buf

@@ -329,12 +329,16 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
             return
         self.cycle = None
         ex = cycle.ex
+        policy = self.policy
+        discard = ex.keep_alive and cycle.body_state is _RECEIVING
+        if discard and not policy.worth_discarding(self.reader):
+            ex.close_because(Close.BODY_UNREAD)
+            discard = False
         self.worker.end_exchange(ex)
         if self.closed:
             return
-        if ex.keep_alive and cycle.body_state is _RECEIVING:
+        if discard:
             # Read and drop the rest, within bounds, to keep the connection.
-            policy = self.policy
             self.busy = _DISCARD
             self.finished = ex
             self.discard_left = policy.drain_bytes

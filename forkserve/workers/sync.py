@@ -529,11 +529,9 @@ class SyncWorker(Worker):
         def send(data: bytes) -> None:
             send_all(sock, data, write_timeout, progress)
 
-        body_read = 0
         reader = conn.reader
 
         def fill() -> bytes:
-            nonlocal body_read
             while True:
                 try:
                     event = reader.next_event()
@@ -544,7 +542,6 @@ class SyncWorker(Worker):
                     ex.body_error(exc)
                     raise
                 if type(event) is bytes:
-                    body_read += len(event)
                     return event
                 if event is NEED_DATA:
                     if ex.continue_pending:
@@ -603,24 +600,20 @@ class SyncWorker(Worker):
                     self.log.error("Error closing the response iterable:\n%s",
                                    traceback.format_exc())
         if ex.close is None and reader.in_body:
-            self._drain_body(ex, reader, sock, body_read, progress)
+            self._drain_body(ex, reader, sock, progress)
         self.end_exchange(ex)
         return ex
 
     def _drain_body(self, ex: Exchange, reader: RequestReader, sock: socket.socket,
-                    body_read: int, progress) -> None:
+                    progress) -> None:
         """Read and drop the body the app left unread, within the policy's
         bounds in bytes and time; past them the connection closes."""
-        req = ex.request
         policy = self.policy
-        if ex.continue_pending:
-            # We never said "100 Continue": the client may not send it.
+        # Without our "100 Continue" the client may never send it.
+        if ex.continue_pending or not policy.worth_discarding(reader):
             ex.close_because(Close.BODY_UNREAD)
             return
         limit = policy.drain_bytes
-        if req.content_length is not None and req.content_length - body_read > limit:
-            ex.close_because(Close.BODY_UNREAD)
-            return
         deadline = _monotonic() + policy.drain_time
         total = 0
         while True:

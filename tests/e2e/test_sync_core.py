@@ -622,3 +622,33 @@ def test_request_hooks_see_gunicorn_names_and_cannot_kill_the_worker(forkserve, 
     assert lines[2] == "GET /post-fails  (1, 1) '404 Not Found' 404 9 /post-fails"
     assert "pre_request hook failed" in server.log and "post_request hook failed" in server.log
     assert server.workers() == pids
+
+
+# -- an unread body the Content-Length says is too large to drop ---------------
+
+@pytest.mark.parametrize("app", ["wsgi_basic:application", "asgi_basic:app"])
+def test_a_body_too_large_to_discard_closes_at_once(forkserve, app):
+    """The app answered without reading a body whose Content-Length leaves
+    more than the discard bound (1 MiB): the connection closes right after
+    the response instead of reading and dropping a useless megabyte first."""
+    server = forkserve(app, "-w", "1")
+    pids = server.workers()
+    with server.connect(10) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10485760\r\n\r\n"
+                  + b"a" * 65536)
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        answered = time.monotonic()
+        head = bytes(buf).split(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        # Nothing more is sent; the server shuts its side.
+        while s.recv(65536):
+            pass
+        closed_after = time.monotonic() - answered
+    # Reading and dropping would wait up to drain_time (1 s) for bytes that
+    # never come.
+    assert closed_after < 0.6, closed_after
+    assert server.workers() == pids
