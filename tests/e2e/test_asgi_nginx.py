@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-import test_sync_core
 from test_sync_core import nginx_keepalive  # noqa: F401  (the fixture)
+from test_sync_core import twenty_hups_behind_nginx
 
 pytestmark = pytest.mark.e2e
 
 
-def test_twenty_hups_behind_nginx_lose_nothing_asgi(forkserve, nginx_keepalive,  # noqa: F811
-                                                    monkeypatch):
-    monkeypatch.setattr(test_sync_core, "APP", "asgi_cycle:app")
-    test_sync_core.test_twenty_hups_behind_nginx_lose_nothing(forkserve, nginx_keepalive)
+def test_twenty_hups_behind_nginx_lose_nothing_asgi(forkserve, nginx_keepalive):  # noqa: F811
+    twenty_hups_behind_nginx(forkserve, nginx_keepalive, "asgi_cycle:app")
