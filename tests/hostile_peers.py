@@ -60,9 +60,13 @@ def start(name: str, workdir: Path, workers: int = 1, app_dir: Path = APPS,
     kind = "asgi" if name in ("forkserve asgi", "uvicorn") else "sync"
     module = app_module or ("hostile_asgi" if kind == "asgi" else "hostile_wsgi")
     app = f"{module}:{'app' if kind == 'asgi' else 'application'}"
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    env = dict(env or {})
+    # A caller's PYTHONPATH (the app's own directory) comes first; the
+    # server's own entries (this tree for forkserve) are kept after it.
+    app_path = [env.pop("PYTHONPATH")] if "PYTHONPATH" in env else []
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([*app_path, str(ROOT), str(APPS)]))
     full_env.pop("FORKSERVE_CMD_ARGS", None)
-    full_env.update(env or {})
+    full_env.update(env)
     stderr: Any = None
     if name.startswith("forkserve"):
         cmd = [sys.executable, "-m", "forkserve", "-k", kind, "-w", str(workers),
@@ -73,7 +77,7 @@ def start(name: str, workdir: Path, workers: int = 1, app_dir: Path = APPS,
     elif name.startswith("gunicorn"):
         if not (PEERS / "bin" / "gunicorn").exists():
             raise NotApplicable(f"no gunicorn in {PEERS}")
-        full_env["PYTHONPATH"] = str(APPS)
+        full_env["PYTHONPATH"] = os.pathsep.join([*app_path, str(APPS)])
         cmd = [str(PEERS / "bin" / "gunicorn"), "-k", name.split()[1], "-w", str(workers),
                "-b", f"127.0.0.1:{port}", "--error-logfile", str(log)]
         cmd += ["--threads", "4"] if name.endswith("gthread") else []
@@ -83,7 +87,7 @@ def start(name: str, workdir: Path, workers: int = 1, app_dir: Path = APPS,
     else:
         if not (PEERS / "bin" / "uvicorn").exists():
             raise NotApplicable(f"no uvicorn in {PEERS}")
-        full_env["PYTHONPATH"] = str(APPS)
+        full_env["PYTHONPATH"] = os.pathsep.join([*app_path, str(APPS)])
         cmd = [str(PEERS / "bin" / "uvicorn"), "--host", "127.0.0.1", "--port", str(port),
                "--workers", str(workers)]
         cmd += ["--timeout-graceful-shutdown", str(int(graceful))] if graceful else []
