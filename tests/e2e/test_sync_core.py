@@ -514,13 +514,6 @@ http {{
             proc.wait(5)
 
 
-# Known open bug (issue 11 stays open for it): one run in three of .ci/run
-# on 2026-11-26 saw a single 502 among ~60k requests on Python 3.13 with sync
-# workers (0 in every other run, and 0 for ASGI).  Not strict, so CI still
-# reports it (XFAIL/XPASS) without letting a rare loss block every other
-# change; the ASGI variant (test_asgi_nginx.py) calls this function directly
-# and stays strict.  Remove the mark once the loss is found.
-@pytest.mark.xfail(strict=False, reason="rare 502 during sync drain behind nginx, under study")
 def test_twenty_hups_behind_nginx_lose_nothing(forkserve, nginx_keepalive):
     twenty_hups_behind_nginx(forkserve, nginx_keepalive, APP)
 
