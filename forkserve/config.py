@@ -588,7 +588,11 @@ class Config:
             return values[name]
         if name in HOOKS:
             return self.__dict__["hooks"].get(name, _no_hook)
-        raise AttributeError(name)
+        if values is None:
+            raise AttributeError(name)
+        # gunicorn's cfg names that are not settings here (hooks use them).
+        from .hookobjects import cfg_attribute
+        return cfg_attribute(self, name)
 
     def set(self, name: str, raw: Any, source: str) -> None:
         """Validate ``raw`` for setting ``name`` (or a gunicorn name for it)
