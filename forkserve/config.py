@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .gunicorn_compat import FOREIGN, GUNICORN_NAMES, HOOK_NOTES, Foreign, Outcome
 from .sockets import parse_address
+from .uvicorn_compat import SUPPORTED, is_class_path
 from .workers import registry as worker_registry
 
 __all__ = ["ConfigError", "Setting", "SETTINGS", "HOOKS", "Config", "load_config_file",
@@ -139,7 +140,9 @@ _NO_SUCH_WORKER = {
 
 def worker_class_name(v: Any) -> str:
     """auto, sync or asgi; gunicorn's and uvicorn's names for them too
-    (the worker registry's aliases)."""
+    (the worker registry's aliases); or a dotted path to a class, which
+    :func:`forkserve.uvicorn_compat.apply_worker_subclass` resolves once
+    every setting is in (a subclass of uvicorn's worker)."""
     if _is_str(v) and (v == worker_registry.AUTO or v in worker_registry.KINDS):
         return v
     if _is_str(v) and v in worker_registry.ALIASES:
@@ -149,8 +152,13 @@ def worker_class_name(v: Any) -> str:
         for name, why in _NO_SUCH_WORKER.items():
             if name in key:
                 raise ValueError(f"{v!r} is not available: {why}")
-    raise ValueError(f"expected auto, sync or asgi (or gunicorn's gthread, uvicorn's "
-                     f"UvicornWorker or UvicornH11Worker), got {v!r}")
+        if is_class_path(v):
+            return v
+        names = [worker_registry.AUTO, *worker_registry.KINDS, "gthread"]
+        close = near_miss(v, names) if len(v) >= 4 else []
+        if close:
+            raise ValueError(f"{v!r} is not a worker class; did you mean {close[0]!r}?")
+    raise ValueError(f"{SUPPORTED}, got {v!r}")
 
 
 def string_list(v: Any) -> list[str]:
@@ -540,6 +548,10 @@ def near_miss(name: str, candidates: Iterable[str]) -> list[str]:
             found.append((2, cand))
     if not found:
         return []
+    # Only the closest: a one-letter slip is not also a two-letter one of
+    # another name (preloads: preload, not reload).
+    best = min(d for d, _ in found)
+    found = [(d, c) for d, c in found if d == best]
     also = [c for c in pool if c.endswith("_" + name) and (c in BY_NAME or c in HOOKS)]
     return [c for _, c in sorted(found)] + sorted(also)
 
@@ -558,6 +570,8 @@ def _unknown(name: str, targets: list[str]) -> str:
     if not targets:
         return "unknown setting"
     hint = " or ".join(repr(t) for t in targets)
+    if all(t in _HOOK_NAMES for t in targets):
+        return f"unknown server hook; did you mean {hint}?"
     if FLAG_NAMES.get(name) == targets[0]:
         flag = "--" + name.replace("_", "-")
         return f"unknown setting; did you mean {hint}? ({flag} is its command-line flag)"
