@@ -128,6 +128,16 @@ def choice(*options: str, aliases: dict[str, str] | None = None) -> Callable[[An
     return check
 
 
+def lifespan_mode(v: Any) -> str:
+    """auto, on or off, in any case; None is auto (gunicorn 27's
+    asgi_lifespan takes both)."""
+    if v is None:
+        return "auto"
+    if _is_str(v) and v.strip().lower() in ("auto", "on", "off"):
+        return v.strip().lower()
+    raise ValueError(f"expected one of auto, on, off, got {v!r}")
+
+
 _NO_SUCH_WORKER = {
     "gevent": "forkserve has no gevent worker yet: serve blocking I/O with -k sync "
               "--threads N, or an async app with -k asgi",
@@ -308,10 +318,13 @@ SETTINGS: tuple[Setting, ...] = (
             gunicorn="0 is refused (gunicorn starts no worker)"),
     Setting("worker_class", "workers", worker_class_name, worker_registry.AUTO,
             "sync (WSGI), asgi (ASGI on uvloop) or auto (detected from the app). "
-            "gunicorn's gthread and uvicorn's UvicornWorker and UvicornH11Worker are accepted.",
+            "gunicorn's gthread and uvicorn's UvicornWorker and UvicornH11Worker are accepted, "
+            "and a dotted path to a project's subclass of UvicornWorker (its CONFIG_KWARGS "
+            "apply).",
             ("-k", "--worker-class"), "CLASS",
             gunicorn="default auto (gunicorn: sync); gthread is sync with threads; uvicorn's "
-                     "workers are asgi; gevent, eventlet and tornado are refused"),
+                     "workers and subclasses of them are asgi; gevent, eventlet, tornado and "
+                     "other classes are refused"),
     Setting("threads", "workers", integer(1, zero_is=1), 1,
             "Threads per sync worker that run the WSGI app; connections wait in an event "
             "loop (0 counts as 1).",
@@ -351,7 +364,7 @@ SETTINGS: tuple[Setting, ...] = (
             ("--keep-alive",), "SECONDS",
             gunicorn="default 5 (gunicorn: 2); the sync worker keeps connections alive "
                      "(gunicorn's closes each one)"),
-    Setting("lifespan", "workers", choice("auto", "on", "off"), "auto",
+    Setting("lifespan", "workers", lifespan_mode, "auto",
             "ASGI lifespan protocol: auto (use it if the app supports it), on, off.",
             ("--lifespan", "--asgi-lifespan"), "MODE", aliases=("asgi_lifespan",)),
     Setting("ws_max_size", "workers",

@@ -143,3 +143,31 @@ def test_hooks_see_the_attributes_gunicorn_gives_them(short_tmp):
     assert fs["when_ready"]["server"]["address"] == ["list[tuple[int,str]]",
                                                      [["127.0.0.1", "PORT"]]]
     assert fs["when_ready"]["setting"] == 1 and fs["when_ready"]["app_cfg"] is True
+
+
+@pytest.mark.timeout(60)
+def test_the_asgi_worker_gives_hooks_the_same_objects(short_tmp):
+    # gunicorn's ASGI worker runs no request hooks to compare with; forkserve's
+    # must give them what its sync worker gives.
+    case = Case("hook-probe-asgi",
+                f"-c {APPS / 'hook_probe_conf.py'} -k asgi compat_asgi:app",
+                env={"PROBE_PORT": "@PORT@", "PROBE_OUT": "@DIR@/seen.jsonl"},
+                path="/?a=1", answer=b"compat asgi ok")
+    run = Run("forkserve", case, short_tmp)
+    try:
+        outcome = run.outcome()
+        assert outcome.kind == "served" and outcome.answer == b"200 compat asgi ok", run.log
+    finally:
+        run.stop()
+    seen = _records(run.dir / "seen.jsonl", run.port)
+    absent = [f"{hook}.{part}.{attr}" for hook, parts in seen.items()
+              for part, attrs in parts.items() if isinstance(attrs, dict)
+              for attr, kind in attrs.items()
+              if isinstance(kind, list) and str(kind[0]).startswith("MISSING")]
+    assert not absent, absent
+    req = seen["post_request"]["req"]
+    assert req["uri"] == ["str", "/?a=1"] and req["version"] == ["tuple[int]", [1, 1]]
+    assert req["peer_addr"][0] == "tuple[int,str]" and req["peer_addr"][1][0] == "127.0.0.1"
+    assert seen["post_request"]["resp"]["status"] == ["str", "200 OK"]
+    assert seen["post_request"]["environ"] == "dict"
+    assert seen["post_request"]["worker"]["nr"] == ["int", 1]

@@ -111,3 +111,27 @@ def test_only_the_closest_names_are_offered():
     # Equally close: both.
     assert near_miss("worker_init", ["worker_int", "post_worker_init"]) == \
         ["worker_int", "post_worker_init"]
+
+
+# -- gunicorn 27's names for the ASGI settings -------------------------------------
+
+@pytest.mark.parametrize("conf, lifespan", [
+    ("asgi_lifespan = 'off'\n", "off"), ("asgi_lifespan = 'ON'\n", "on"),
+    ("asgi_lifespan = None\n", "auto"), ("asgi_lifespan = ' Off '\n", "off"),
+])
+def test_asgi_lifespan_takes_what_gunicorn_takes(tmp_path, conf, lifespan):
+    (tmp_path / "conf.py").write_text(conf)
+    cfg = build_config(["-c", str(tmp_path / "conf.py"), "app:app"], {})
+    assert cfg.lifespan == lifespan and cfg.sources["lifespan"].endswith("as asgi_lifespan")
+
+
+def test_asgi_names_on_the_command_line_and_their_refusals(tmp_path):
+    cfg = build_config(["--asgi-lifespan", "off", "--websocket-max-message-size", "1048576",
+                        "app:app"], {})
+    assert cfg.lifespan == "off" and cfg.ws_max_size == 1048576
+    assert "expected one of auto, on, off" in _outcome(["--asgi-lifespan", "maybe"])
+    # gunicorn's 0 is "no limit"; forkserve keeps a bound and says what to give.
+    (tmp_path / "conf.py").write_text("websocket_max_message_size = 0\n")
+    line = _outcome(conf="websocket_max_message_size = 0\n", tmp_path=tmp_path)
+    assert line.startswith("websocket_max_message_size: expected an integer >= 1, got 0 "
+                           "(a WebSocket message is always bounded here")
