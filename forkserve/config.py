@@ -621,9 +621,10 @@ class Config:
         from .hookobjects import cfg_attribute
         return cfg_attribute(self, name)
 
-    def set(self, name: str, raw: Any, source: str) -> None:
+    def set(self, name: str, raw: Any, source: str = "a server hook") -> None:
         """Validate ``raw`` for setting ``name`` (or a gunicorn name for it)
-        and store it; ConfigError if bad or refused."""
+        and store it; ConfigError if bad or refused.  Without a source, a
+        hook is setting it (gunicorn's ``cfg.set(name, value)``)."""
         setting = BY_NAME.get(ALIASES.get(name, name))
         if setting is None:
             foreign = FOREIGN.get(name)

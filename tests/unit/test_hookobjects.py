@@ -104,3 +104,9 @@ def test_cfg_has_gunicorns_derived_names():
     assert cfg.worker_tmp_dir == "/dev/shm" and cfg.reload is False and cfg.is_ssl is False
     with pytest.raises(AttributeError):
         cfg.no_such_thing  # noqa: B018
+
+
+def test_a_hook_sets_a_setting_as_in_gunicorn():
+    cfg = Config()
+    cfg.set("max_requests", 500)  # gunicorn: server.cfg.set(name, value)
+    assert cfg.max_requests == 500 and cfg.sources["max_requests"] == "a server hook"
