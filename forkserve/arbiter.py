@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from .app import AppLoadError, detect_kind, load_app
 from .config import Config
+from .hookobjects import ServerView
 from .logging import error_log, reopen_logs
 from .master.pool import Exit, WorkerPool, WorkerRecord
 from .master.reexec import Reexec
@@ -87,6 +88,8 @@ class Arbiter:
         # Set when this master was re-executed by an older one (USR2).
         parent = os.environ.pop("FORKSERVE_PARENT_PID", "")
         self.parent_master = int(parent) if parent.isdigit() else 0
+        # What hooks get as ``server``: this arbiter with gunicorn's names.
+        self.hook_server = ServerView(self)
 
     @property
     def proc_name(self) -> str:
@@ -110,7 +113,7 @@ class Arbiter:
     def start(self) -> None:
         cfg = self.cfg
         self.log.info("Starting forkserve %s", _version())
-        cfg.on_starting(self)
+        cfg.on_starting(self.hook_server)
         self.set_title("master")
         self.signals.install()
         inherited = inherited_fds()
@@ -233,7 +236,7 @@ class Arbiter:
             self.log.error("Shutting down: %s", reason)
         self.log.info("Shutting down: Master")
         try:
-            self.cfg.on_exit(self)
+            self.cfg.on_exit(self.hook_server)
         except Exception:
             self.log.exception("on_exit hook failed")
         self.remove_pidfile()
@@ -290,7 +293,7 @@ class Arbiter:
         old = self.num_workers
         self.num_workers += count
         self.manage_workers()
-        self.cfg.nworkers_changed(self, self.num_workers, old)
+        self.cfg.nworkers_changed(self.hook_server, self.num_workers, old)
 
     def handle_ttou(self, count: int = 1) -> None:
         old = self.num_workers
@@ -298,7 +301,7 @@ class Arbiter:
         if self.num_workers == old:
             return
         self.manage_workers()
-        self.cfg.nworkers_changed(self, self.num_workers, old)
+        self.cfg.nworkers_changed(self.hook_server, self.num_workers, old)
 
     def handle_usr1(self, count: int = 1) -> None:
         reopen_logs()
@@ -315,7 +318,7 @@ class Arbiter:
         old = self.num_workers
         self.num_workers = 0
         self.pool.retire_where(lambda rec: True)
-        self.cfg.nworkers_changed(self, 0, old)
+        self.cfg.nworkers_changed(self.hook_server, 0, old)
 
     # -- workers -----------------------------------------------------------
 
@@ -379,7 +382,7 @@ class Arbiter:
             return
         if current and self.pool.all_ready(current):
             self.ready_announced = True
-            self.cfg.when_ready(self)
+            self.cfg.when_ready(self.hook_server)
             self.log.info("Ready: %s worker(s) serving", len(current))
             if self.parent_master:
                 # A USR2 handover: systemd must follow the new main process

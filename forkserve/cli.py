@@ -22,6 +22,7 @@ from .app import AppLoadError, WorkerClassMismatch, detect_kind, load_app
 from .config import (SETTINGS, Config, ConfigError, apply_environment, load_config_file,
                      near_miss)
 from .gunicorn_compat import FOREIGN
+from .uvicorn_compat import apply_worker_subclass, is_class_path
 
 __all__ = ["main", "build_config", "command"]
 
@@ -84,7 +85,10 @@ def _explicit(args: Sequence[str], prog: str) -> dict[str, Any]:
     except click.NoSuchOption as exc:
         # click's own hint is a loose close match (--reload -> --preload);
         # ours names only a typo of a real flag.
-        hint = near_miss(exc.option_name, _LONG_FLAGS)
+        # Compared without the leading dashes, which are no letters of
+        # the name (else --preloads would be near --reload too).
+        given = (exc.option_name or "").lstrip("-")
+        hint = ["--" + f for f in near_miss(given, [f[2:] for f in _LONG_FLAGS])]
         also = f"; did you mean {' or '.join(hint)}?" if hint else ""
         raise click.UsageError(f"no such option: {exc.option_name}{also}") from None
     given: dict[str, Any] = {}
@@ -170,6 +174,8 @@ def build_config(argv: Sequence[str], environ: dict[str, str] | None = None,
         for name, value in given.items():
             if name != "config":
                 cfg.set(name, value, source)
+    if is_class_path(cfg.worker_class):
+        apply_worker_subclass(cfg, cwd)
     if not cfg.wsgi_app:
         raise ConfigError("wsgi_app", "no application given; usage: forkserve [OPTIONS] "
                           "module:callable", "command line")

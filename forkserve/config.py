@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .gunicorn_compat import FOREIGN, GUNICORN_NAMES, HOOK_NOTES, Foreign, Outcome
 from .sockets import parse_address
+from .uvicorn_compat import SUPPORTED, is_class_path
 from .workers import registry as worker_registry
 
 __all__ = ["ConfigError", "Setting", "SETTINGS", "HOOKS", "Config", "load_config_file",
@@ -127,6 +128,16 @@ def choice(*options: str, aliases: dict[str, str] | None = None) -> Callable[[An
     return check
 
 
+def lifespan_mode(v: Any) -> str:
+    """auto, on or off, in any case; None is auto (gunicorn 27's
+    asgi_lifespan takes both)."""
+    if v is None:
+        return "auto"
+    if _is_str(v) and v.strip().lower() in ("auto", "on", "off"):
+        return v.strip().lower()
+    raise ValueError(f"expected one of auto, on, off, got {v!r}")
+
+
 _NO_SUCH_WORKER = {
     "gevent": "forkserve has no gevent worker yet: serve blocking I/O with -k sync "
               "--threads N, or an async app with -k asgi",
@@ -139,7 +150,9 @@ _NO_SUCH_WORKER = {
 
 def worker_class_name(v: Any) -> str:
     """auto, sync or asgi; gunicorn's and uvicorn's names for them too
-    (the worker registry's aliases)."""
+    (the worker registry's aliases); or a dotted path to a class, which
+    :func:`forkserve.uvicorn_compat.apply_worker_subclass` resolves once
+    every setting is in (a subclass of uvicorn's worker)."""
     if _is_str(v) and (v == worker_registry.AUTO or v in worker_registry.KINDS):
         return v
     if _is_str(v) and v in worker_registry.ALIASES:
@@ -149,8 +162,13 @@ def worker_class_name(v: Any) -> str:
         for name, why in _NO_SUCH_WORKER.items():
             if name in key:
                 raise ValueError(f"{v!r} is not available: {why}")
-    raise ValueError(f"expected auto, sync or asgi (or gunicorn's gthread, uvicorn's "
-                     f"UvicornWorker or UvicornH11Worker), got {v!r}")
+        if is_class_path(v):
+            return v
+        names = [worker_registry.AUTO, *worker_registry.KINDS, "gthread"]
+        close = near_miss(v, names) if len(v) >= 4 else []
+        if close:
+            raise ValueError(f"{v!r} is not a worker class; did you mean {close[0]!r}?")
+    raise ValueError(f"{SUPPORTED}, got {v!r}")
 
 
 def string_list(v: Any) -> list[str]:
@@ -300,10 +318,13 @@ SETTINGS: tuple[Setting, ...] = (
             gunicorn="0 is refused (gunicorn starts no worker)"),
     Setting("worker_class", "workers", worker_class_name, worker_registry.AUTO,
             "sync (WSGI), asgi (ASGI on uvloop) or auto (detected from the app). "
-            "gunicorn's gthread and uvicorn's UvicornWorker and UvicornH11Worker are accepted.",
+            "gunicorn's gthread and uvicorn's UvicornWorker and UvicornH11Worker are accepted, "
+            "and a dotted path to a project's subclass of UvicornWorker (its CONFIG_KWARGS "
+            "apply).",
             ("-k", "--worker-class"), "CLASS",
             gunicorn="default auto (gunicorn: sync); gthread is sync with threads; uvicorn's "
-                     "workers are asgi; gevent, eventlet and tornado are refused"),
+                     "workers and subclasses of them are asgi; gevent, eventlet, tornado and "
+                     "other classes are refused"),
     Setting("threads", "workers", integer(1, zero_is=1), 1,
             "Threads per sync worker that run the WSGI app; connections wait in an event "
             "loop (0 counts as 1).",
@@ -343,7 +364,7 @@ SETTINGS: tuple[Setting, ...] = (
             ("--keep-alive",), "SECONDS",
             gunicorn="default 5 (gunicorn: 2); the sync worker keeps connections alive "
                      "(gunicorn's closes each one)"),
-    Setting("lifespan", "workers", choice("auto", "on", "off"), "auto",
+    Setting("lifespan", "workers", lifespan_mode, "auto",
             "ASGI lifespan protocol: auto (use it if the app supports it), on, off.",
             ("--lifespan", "--asgi-lifespan"), "MODE", aliases=("asgi_lifespan",)),
     Setting("ws_max_size", "workers",
@@ -540,6 +561,10 @@ def near_miss(name: str, candidates: Iterable[str]) -> list[str]:
             found.append((2, cand))
     if not found:
         return []
+    # Only the closest: a one-letter slip is not also a two-letter one of
+    # another name (preloads: preload, not reload).
+    best = min(d for d, _ in found)
+    found = [(d, c) for d, c in found if d == best]
     also = [c for c in pool if c.endswith("_" + name) and (c in BY_NAME or c in HOOKS)]
     return [c for _, c in sorted(found)] + sorted(also)
 
@@ -558,6 +583,8 @@ def _unknown(name: str, targets: list[str]) -> str:
     if not targets:
         return "unknown setting"
     hint = " or ".join(repr(t) for t in targets)
+    if all(t in _HOOK_NAMES for t in targets):
+        return f"unknown server hook; did you mean {hint}?"
     if FLAG_NAMES.get(name) == targets[0]:
         flag = "--" + name.replace("_", "-")
         return f"unknown setting; did you mean {hint}? ({flag} is its command-line flag)"
@@ -588,11 +615,16 @@ class Config:
             return values[name]
         if name in HOOKS:
             return self.__dict__["hooks"].get(name, _no_hook)
-        raise AttributeError(name)
+        if values is None:
+            raise AttributeError(name)
+        # gunicorn's cfg names that are not settings here (hooks use them).
+        from .hookobjects import cfg_attribute
+        return cfg_attribute(self, name)
 
-    def set(self, name: str, raw: Any, source: str) -> None:
+    def set(self, name: str, raw: Any, source: str = "a server hook") -> None:
         """Validate ``raw`` for setting ``name`` (or a gunicorn name for it)
-        and store it; ConfigError if bad or refused."""
+        and store it; ConfigError if bad or refused.  Without a source, a
+        hook is setting it (gunicorn's ``cfg.set(name, value)``)."""
         setting = BY_NAME.get(ALIASES.get(name, name))
         if setting is None:
             foreign = FOREIGN.get(name)

@@ -82,7 +82,7 @@ import heapq
 from operator import attrgetter
 from typing import Any, Iterable
 
-from .request import HTTPError, Request
+from .request import HTTPError, Request, parse_decimal
 
 __all__ = ["ConnState", "Close", "Expiry", "Policy", "Exchange", "HTTPConnection",
            "RequestView", "error_status", "eviction_candidate", "eviction_candidates"]
@@ -187,13 +187,15 @@ def error_status(exc: BaseException) -> int:
 
 class RequestView:
     """The request as hooks see it, with gunicorn's attribute names
-    (``method``, ``uri``, ``path``, ``query``, ``version``, ``headers``,
-    ``scheme``), decoded on access; ``raw`` is the reader's Request."""
+    (``method``, ``uri``, ``path``, ``query``, ``fragment``, ``version``,
+    ``headers``, ``scheme``, ``peer_addr``, ``remote_addr``), decoded on
+    access; ``raw`` is the reader's Request.  Made only for a hook."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("raw", "_ex")
 
-    def __init__(self, raw: Request) -> None:
-        self.raw = raw
+    def __init__(self, ex: Exchange) -> None:
+        self.raw = ex.request
+        self._ex = ex
 
     @property
     def method(self) -> str:
@@ -210,6 +212,18 @@ class RequestView:
     @property
     def query(self) -> str:
         return self.raw.query.decode("latin-1")
+
+    @property
+    def fragment(self) -> str:
+        return ""  # the reader refuses a target with a fragment (400)
+
+    @property
+    def peer_addr(self) -> Any:
+        """The socket's peer, ``(host, port)``; ``""`` on a unix socket."""
+        peer = self._ex.peer
+        return "" if peer is None else peer
+
+    remote_addr = peer_addr
 
     @property
     def version(self) -> tuple[int, int]:
@@ -238,13 +252,14 @@ class Exchange:
 
     __slots__ = ("request", "start", "client", "environ", "status_code", "reason",
                  "response_headers", "sent", "moved", "head_sent", "close", "policy",
-                 "continue_pending")
+                 "continue_pending", "peer")
 
     def __init__(self, request: Request, start: float, client: str,
                  policy: Policy) -> None:
         self.request = request
         self.start = start
         self.client = client          # for the access log: address or "unix"
+        self.peer: Any = None         # the socket's peer address (None: unix), for hooks
         self.environ: Any = None      # the WSGI environ or the ASGI scope
         self.status_code = 0
         self.reason: bytes | None = None
@@ -322,6 +337,18 @@ class Exchange:
     @property
     def headers(self) -> list[tuple[str, str]]:
         return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.response_headers]
+
+    @property
+    def headers_sent(self) -> bool:
+        return self.head_sent
+
+    @property
+    def response_length(self) -> int | None:
+        """The response's Content-Length, if it gave one."""
+        for name, value in self.response_headers:
+            if name.lower() == b"content-length":
+                return parse_decimal(value)
+        return None
 
     def __repr__(self) -> str:
         return f"<Exchange {self.request.raw_line!r} {self.status_code} sent={self.sent}>"

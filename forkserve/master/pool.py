@@ -118,7 +118,7 @@ class WorkerPool:
         if cfg.max_worker_lifetime:
             rec.retire_at = now + cfg.max_worker_lifetime + random.uniform(
                 0, cfg.max_worker_lifetime_jitter)
-        cfg.pre_fork(arbiter, rec)
+        cfg.pre_fork(arbiter.hook_server, arbiter.hook_server.worker(rec))
         self.share_with_workers()
         with blocked():
             pid = os.fork()
@@ -129,7 +129,7 @@ class WorkerPool:
                 for other in self.workers.values():
                     other.heartbeat.close()
                 self.workers = {}
-                run_worker(arbiter, rec.age, arbiter.listeners, cfg, heartbeat, arbiter.app,
+                run_worker(arbiter.hook_server, rec.age, arbiter.listeners, cfg, heartbeat, arbiter.app,
                            rec.memory_limit)
         rec.pid = pid
         self.workers[pid] = rec
@@ -221,7 +221,8 @@ class WorkerPool:
             how = _classify(rec, status, state)
             self._log_exit(rec, status, how, line)
             try:
-                self.arbiter.cfg.child_exit(self.arbiter, rec)
+                server = self.arbiter.hook_server
+                self.arbiter.cfg.child_exit(server, server.worker(rec))
             except Exception:
                 self.arbiter.log.exception("child_exit hook failed")
             exits.append((rec, how))

@@ -46,7 +46,7 @@ class Reexec:
             except OSError as exc:
                 log.error("Cannot rename the pidfile: %s", exc)
         try:
-            arbiter.cfg.pre_exec(arbiter)
+            arbiter.cfg.pre_exec(arbiter.hook_server)
         except Exception:
             log.exception("pre_exec hook failed")
         fds = [lst.fileno() for lst in arbiter.listeners]

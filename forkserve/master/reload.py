@@ -75,7 +75,7 @@ class Generations:
             if cfg.bind != old_bind:
                 log.warning("bind changed; new addresses need a restart or USR2 "
                             "(still listening on %s)", ", ".join(map(str, arbiter.listeners)))
-        arbiter.cfg.on_reload(arbiter)
+        arbiter.cfg.on_reload(arbiter.hook_server)
         if arbiter.cfg.preload_app:
             try:
                 arbiter.app = self._reload_preloaded_app()

@@ -284,6 +284,7 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
     def _start(self, req: Request) -> None:
         worker = self.worker
         ex = self.begin(req, time.monotonic(), self.client_name)
+        ex.peer = self.client
         if req.upgrade is not None and req.upgrade.lower() == b"websocket":
             if upgrade_to_websocket(self, req):
                 self.busy = _WEBSOCKET

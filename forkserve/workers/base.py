@@ -36,6 +36,7 @@ from typing import Any, ClassVar, NoReturn
 from ..app import AppLoadError, load_app
 from ..config import Config
 from ..heartbeat import Heartbeat, WorkerState
+from ..hookobjects import GunicornWorkerNames
 from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
@@ -58,8 +59,9 @@ _MEMORY_CHECK_INTERVAL = 0.001
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-class Worker:
-    """A worker process; subclasses implement :meth:`serve`."""
+class Worker(GunicornWorkerNames):
+    """A worker process; subclasses implement :meth:`serve`.  Hooks get it
+    as ``worker``, with gunicorn's names (:class:`GunicornWorkerNames`)."""
 
     kind = "none"
     #: Modules the master imports before forking workers of this class, in
@@ -152,6 +154,7 @@ class Worker:
 
     def handle_abort(self, sig: int, frame: Any) -> NoReturn:
         self.alive = False
+        self.aborted = True
         self.cfg.worker_abort(self)
         raise SystemExit(1)
 
@@ -226,7 +229,7 @@ class Worker:
         if hook is None:
             return True
         try:
-            hook(self, RequestView(ex.request))
+            hook(self, RequestView(ex))
         except Exception:
             self.log.error("pre_request hook failed for %s:\n%s",
                            ex.request.raw_line.decode("latin-1"), traceback.format_exc())
@@ -239,10 +242,11 @@ class Worker:
         ``resp`` the Exchange; a failure is logged, never fatal), the
         access log line, the request count for ``max_requests``, and a
         heartbeat: a worker that completes requests is making progress."""
+        self.nr += 1  # request_done(), here without the call; before the hook, as gunicorn
         hook = self.cfg.hooks.get("post_request")
         if hook is not None:
             try:
-                hook(self, RequestView(ex.request), ex.environ, ex)
+                hook(self, RequestView(ex), ex.environ, ex)
             except Exception:
                 self.log.error("post_request hook failed for %s:\n%s",
                                ex.request.raw_line.decode("latin-1"), traceback.format_exc())
@@ -250,7 +254,6 @@ class Worker:
         if access_log.enabled:
             access_log.log_exchange(ex.request, ex.client, ex.status_code, ex.sent,
                                     ex.response_headers, ex.start)
-        self.nr += 1  # request_done(), here without the call: once a request
         if self.memory_limit:
             self.check_memory()
         if self.beats_per_exchange:
@@ -263,6 +266,7 @@ class Worker:
         except Exception:
             self.log.error("post_worker_init failed:\n%s", traceback.format_exc())
             return EXIT_BOOT_ERROR
+        self.booted = True
         self.init_signals()
         if not self.startup():
             # A TERM during the startup cancels it: a stop, not a failure.
@@ -365,6 +369,10 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         # is carried over); Worker.run() installs the serving ones.
         worker.init_boot_signals()
         worker.reopen_requested = pre.reopen_requested
+        # What post_fork set on its worker (gunicorn's hooks keep one
+        # worker object from post_fork on) stays for the later hooks.
+        for name, value in vars(pre).items():
+            vars(worker).setdefault(name, value)
         if memory_limit:
             worker.watch_memory(memory_limit)
         worker.log.info("Booting worker with pid %s (%s%s)", worker.pid, kind,

@@ -516,6 +516,7 @@ class SyncWorker(Worker):
         beat = self.heartbeat.beat
         start = _monotonic()
         ex = conn.begin(req, start, conn.client)
+        ex.peer = conn.peer
         grace = start + self.policy.rate_grace
 
         def progress(n: int) -> None:

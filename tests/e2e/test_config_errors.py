@@ -30,7 +30,7 @@ def _write(tmp_path, text: str):
                                   "gevent worker yet: serve blocking I/O with -k sync"),
     ("worker_class = 'nope'\n", "worker_class: expected auto, sync or asgi"),
     ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
-    ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown setting; did you mean 'post_fork'?"),
+    ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown server hook; did you mean 'post_fork'?"),
     ("def post_fork(server):\n    pass\n", "post_fork: a server hook taking 2 argument(s)"),
     ("workers = (\n", "config: syntax error on line"),
     ("raise RuntimeError('nope')\n", "config: the file raised RuntimeError: nope"),

@@ -230,6 +230,34 @@ logconfig_dict = {
 }
 """
 
+UVICORN_WORKER_SUBCLASS = """\
+from uvicorn.workers import UvicornWorker
+
+
+class MyUvicornWorker(UvicornWorker):
+    CONFIG_KWARGS = {
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "off",
+        "proxy_headers": True,
+        "forwarded_allow_ips": "*",
+        "root_path": "/api",
+        "timeout_keep_alive": 10,
+        "limit_concurrency": 100,
+        "ws_max_size": 1048576,
+        "headers": [("x-extra", "1")],
+    }
+"""
+
+ROOT_PATH_APP = """\
+async def app(scope, receive, send):
+    assert scope["type"] == "http"  # lifespan is off
+    body = f"{scope['root_path']} {scope['scheme']} {scope['client'][0]}".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
 CASES = [
     Case("docker-image-conf-uvicorn-worker",
          "-c gunicorn_conf.py -k uvicorn.workers.UvicornWorker compat_asgi:app",
@@ -344,6 +372,15 @@ CASES = [
     Case("uvicorn-h11-worker",
          "-k uvicorn.workers.UvicornH11Worker -b 127.0.0.1:@PORT@ -w 1 compat_asgi:app",
          answer=b"compat asgi ok"),
+    Case("own-uvicorn-worker-subclass",
+         "-k myproj.workers.MyUvicornWorker -b 127.0.0.1:@PORT@ -w 1 myproj.main:app",
+         files={"myproj/__init__.py": "",
+                "myproj/workers.py": UVICORN_WORKER_SUBCLASS,
+                "myproj/main.py": ROOT_PATH_APP},
+         headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+         answer=b"/api https 203.0.113.9",
+         warnings=("myproj.workers.MyUvicornWorker.CONFIG_KWARGS: forkserve cannot honour "
+                   "headers=[('x-extra', '1')]",)),
     Case("gunicorn-27-asgi-names", "-c gunicorn.conf.py compat_asgi:app",
          files={"gunicorn.conf.py": textwrap.dedent("""\
              bind = "127.0.0.1:@PORT@"

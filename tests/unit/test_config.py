@@ -154,7 +154,8 @@ def test_helper_variables_are_the_files_own(tmp_path):
 def test_a_near_miss_is_an_error_naming_the_setting_and_file(tmp_path, text, hint):
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, text)
-    assert f"unknown setting; {hint}" in str(info.value)
+    kind = "server hook" if text.startswith("def ") else "setting"
+    assert f"unknown {kind}; {hint}" in str(info.value)
     assert str(tmp_path / "conf.py") in str(info.value)
 
 

@@ -227,9 +227,25 @@ def test_exchange_has_gunicorn_response_names():
 
 
 def test_request_view_has_gunicorn_request_names():
-    view = RequestView(request(GET11))
+    ex = Exchange(request(GET11), 0.0, "-", Policy())
+    ex.peer = ("127.0.0.1", 40000)
+    view = RequestView(ex)
     assert view.method == "GET" and view.uri == "/a?b=1"
-    assert view.path == "/a" and view.query == "b=1"
+    assert view.path == "/a" and view.query == "b=1" and view.fragment == ""
     assert view.version == (1, 1) and view.scheme == "http"
     assert ("X-Y", "z") in view.headers and ("HOST", "x") in view.headers
-    assert RequestView(request(GET10)).version == (1, 0)
+    assert view.peer_addr == view.remote_addr == ("127.0.0.1", 40000)
+    assert RequestView(Exchange(request(GET10), 0.0, "-", Policy())).version == (1, 0)
+    # A unix socket's peer, as gunicorn reports it.
+    assert RequestView(Exchange(request(GET10), 0.0, "unix", Policy())).peer_addr == ""
+
+
+def test_exchange_has_gunicorn_response_names():
+    ex = Exchange(request(GET11), 0.0, "-", Policy())
+    ex.set_status(201)
+    ex.response_headers = [(b"Content-Length", b"12"), (b"X-A", b"b")]
+    assert ex.status == "201 Created" and ex.status_code == 201
+    assert ex.headers == [("Content-Length", "12"), ("X-A", "b")]
+    assert ex.response_length == 12 and ex.headers_sent is False
+    ex.response_headers = [(b"Transfer-Encoding", b"chunked")]
+    assert ex.response_length is None

@@ -79,8 +79,10 @@ def test_unknown_names_are_refused():
         registry.worker_class("gevent")
     with pytest.raises(ConfigError, match="no gevent worker yet"):
         Config().set("worker_class", "gevent", "test")
-    with pytest.raises(ConfigError, match="expected auto, sync or asgi"):
+    with pytest.raises(ConfigError, match="did you mean 'gthread'"):
         Config().set("worker_class", "thread", "test")
+    with pytest.raises(ConfigError, match="expected auto, sync or asgi"):
+        Config().set("worker_class", "pool", "test")
 
 
 @pytest.mark.parametrize("name", sorted(registry.ALIASES))
