@@ -71,9 +71,13 @@ def _activate(tmp_path, listen: str, *args: str) -> subprocess.Popen:
     tool = shutil.which("systemd-socket-activate")
     if tool is None:
         pytest.skip("systemd-socket-activate is not installed (Debian package systemd)")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(APPS)]))
+    pythonpath = os.pathsep.join([str(ROOT), str(APPS)])
+    env = dict(os.environ, PYTHONPATH=pythonpath)
     log = open(tmp_path / "activate.log", "wb")
-    return subprocess.Popen([tool, "-l", listen, sys.executable, "-m", "forkserve", *args],
+    # The tool hands the server only the variables named with -E: without
+    # PYTHONPATH, forkserve would have to be installed in this interpreter.
+    return subprocess.Popen([tool, "-l", listen, "-E", f"PYTHONPATH={pythonpath}",
+                             sys.executable, "-m", "forkserve", *args],
                             cwd=str(APPS), env=env, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
 
