@@ -231,6 +231,45 @@ def forwarded_ips(v: Any) -> list[str]:
     return items
 
 
+def scheme_headers(v: Any) -> dict[str, str]:
+    """gunicorn's secure_scheme_headers: header name -> the value that means
+    https.  Values match exactly; names must be upper case, as gunicorn
+    compares them with the upper-cased request header (a name in another
+    case never matches there, nor here)."""
+    if not isinstance(v, dict) or not all(_is_str(k) and _is_str(x) for k, x in v.items()):
+        raise ValueError(f"expected a dict of header names to values, got {v!r}")
+    out: dict[str, str] = {}
+    for name, value in v.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name):
+            raise ValueError(f"expected header names, got {name!r}")
+        out[name] = value
+    return out
+
+
+def header_names(v: Any) -> list[str]:
+    """Header field names, upper case (gunicorn's forwarder_headers)."""
+    items = string_list(v)
+    for name in items:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name):
+            raise ValueError(f"expected header names, got {name!r}")
+    return [name.upper() for name in items]
+
+
+_PROXY_PROTOCOL = {"false": "off", "off": "off", "0": "off", "none": "off",
+                   "true": "auto", "auto": "auto", "1": "auto", "v1": "v1", "v2": "v2"}
+
+
+def proxy_protocol_mode(v: Any) -> str:
+    """off, v1, v2 or auto; gunicorn's spellings of them too (True: auto)."""
+    if v is None:
+        return "off"
+    if isinstance(v, bool):
+        return "auto" if v else "off"
+    if _is_str(v) and v.strip().lower() in _PROXY_PROTOCOL:
+        return _PROXY_PROTOCOL[v.strip().lower()]
+    raise ValueError(f"expected off, v1, v2 or auto, got {v!r}")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its single definition."""
@@ -248,6 +287,7 @@ class Setting:
     # None: forkserve's own; "": gunicorn's, with its meaning; else how it differs.
     gunicorn: str | None = None
     aliases: tuple[str, ...] = ()  # gunicorn's other names for it (config files)
+    optional_value: Any = None     # the flag's value when given without one
 
     @property
     def flag(self) -> str:
@@ -397,6 +437,18 @@ SETTINGS: tuple[Setting, ...] = (
             "'unix' for unix sockets, or '*'. Default: FORWARDED_ALLOW_IPS if set.",
             ("--forwarded-allow-ips",), "LIST",
             gunicorn="a unix socket peer is trusted only if 'unix' is listed (gunicorn: always)"),
+    Setting("secure_scheme_headers", "security", scheme_headers,
+            {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+             "X-FORWARDED-SSL": "on"},
+            "Headers a trusted proxy (forwarded_allow_ips) sets to say the client used "
+            "https: upper-case header name -> exact value. Such a header with another value "
+            "means http; two that disagree get 400.", (), "DICT",
+            gunicorn="RFC 7239 Forwarded: proto= is read too, when none of these is sent"),
+    Setting("forwarder_headers", "security", header_names, ["SCRIPT_NAME", "PATH_INFO"],
+            "Header names with '_' a trusted proxy may send to a WSGI app (HTTP_<NAME>); "
+            "a SCRIPT_NAME header sets SCRIPT_NAME. Other names with '_' are dropped.",
+            ("--forwarder-headers",), "LIST",
+            gunicorn="a path outside the SCRIPT_NAME header is passed whole (gunicorn: 500)"),
     # -- server mechanics
     Setting("preload_app", "server", boolean, False,
             "Import the app in the master before forking (shares memory; HUP then reloads it in the master).",

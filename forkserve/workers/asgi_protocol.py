@@ -90,6 +90,7 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         self.postponed = False  # a deadline deferred once for bytes already in the kernel
         self.fd = -1
         self.trusted = False  # the peer may set proxy headers
+        self.forwarded = NOT_FORWARDED  # what they said of the current request
         self.read_paused = False
         self.write_paused = False
         self.write_shut = False  # write_eof() done: lingering
@@ -234,6 +235,12 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
                 else:
                     cycle.end_body()  # type: ignore[union-attr]
             elif kind is Request:
+                try:
+                    self.forwarded = (self.worker.proxy.from_headers(event.headers)  # type: ignore[union-attr]
+                                      if self.trusted else NOT_FORWARDED)
+                except HTTPError as exc:
+                    self._bad_request(exc)  # contradictory scheme headers
+                    return
                 self._start(event)  # type: ignore[arg-type]
             elif isinstance(event, ConnectionClosed):
                 self.close()
@@ -311,10 +318,10 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
 
     def scope_for(self, req: Request, websocket: bool = False) -> dict[str, Any]:
         """The ASGI scope of a request on this connection; proxy headers
-        count only from a peer trusted when the connection was made."""
+        count only from a peer trusted when the connection was made (read
+        as the request arrived, into ``forwarded``)."""
         worker = self.worker
-        forwarded = worker.proxy.from_headers(req.headers) if self.trusted else NOT_FORWARDED
-        return http_scope(req, self.server, self.client, forwarded, worker.root_path,
+        return http_scope(req, self.server, self.client, self.forwarded, worker.root_path,
                           worker.lifespan.state_or_none, websocket)
 
     # -- the end of an exchange ----------------------------------------------------

@@ -52,7 +52,7 @@ from typing import Any
 from ..heartbeat import WorkerState
 from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection, Policy,
                                error_status, eviction_candidates)
-from ..http.proxy import ProxyTrust
+from ..http.proxy import NOT_FORWARDED, ProxyTrust
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
 from ..http.wsgi import FileWrapper, WSGIInput, WSGIResponse, base_environ, build_environ
@@ -89,7 +89,8 @@ def limits_from(cfg: Any) -> Limits:
 class Connection(HTTPConnection):
     """A client connection of this worker: the core's state plus the socket."""
 
-    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered")
+    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered",
+                 "forwarded")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader,
                  policy: Policy, now: float) -> None:
@@ -101,6 +102,7 @@ class Connection(HTTPConnection):
         self.progress = 0.0     # last progress while in the app, monotonic
         self.request: Request | None = None
         self.registered = False  # in the selector
+        self.forwarded = NOT_FORWARDED  # what a trusted proxy said of this request
 
     def close(self) -> None:
         self.state = _CLOSED
@@ -136,7 +138,8 @@ class SyncWorker(Worker):
         self.accepting = False
         name, port = self._server_name()
         self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
-        self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
+        self.proxy = ProxyTrust(cfg.forwarded_allow_ips, cfg.secure_scheme_headers,
+                                cfg.forwarder_headers)
 
     def _server_name(self) -> tuple[str, str]:
         for lst in self.listeners:
@@ -326,6 +329,13 @@ class SyncWorker(Worker):
             if not isinstance(event, Request):
                 # ConnectionClosed: the client is done.
                 self._close(conn)
+                return
+            peer = conn.peer
+            try:
+                conn.forwarded = self.proxy.resolve(peer[0] if peer else None, event.headers)
+            except HTTPError as exc:
+                self.log.debug("Refused request from %s: %s", conn.peer, exc)
+                self._refuse(conn, error_response(exc.status))
                 return
             if not self.alive:
                 self._start_drain()
@@ -558,7 +568,7 @@ class SyncWorker(Worker):
         resp = WSGIResponse(send, ex)
         wsgi_input = WSGIInput(fill)
         peer = conn.peer
-        forwarded = self.proxy.resolve(peer[0] if peer else None, req.headers)
+        forwarded = conn.forwarded
         environ = build_environ(self.environ_base, req, wsgi_input, peer, forwarded)
         ex.environ = environ
         if forwarded.client is not None:

@@ -293,6 +293,48 @@ CASES = [
              secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
              """)},
          path="/scheme", headers={"X-Forwarded-Proto": "https"}, answer=b"https"),
+    Case("secure-scheme-default-ssl-header", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": 'bind = "127.0.0.1:@PORT@"\nforwarded_allow_ips = "127.0.0.1"\n'},
+         path="/scheme", headers={"X-Forwarded-Ssl": "on"}, answer=b"https"),
+    Case("secure-scheme-headers-set", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             forwarded_allow_ips = "127.0.0.1,::1"
+             secure_scheme_headers = {
+                 "X-FORWARDED-PROTOCOL": "ssl",
+                 "X-FORWARDED-PROTO": "https",
+             }
+             """)},
+         path="/scheme", headers={"X-Forwarded-Protocol": "ssl"}, answer=b"https"),
+    # gunicorn matches the names as written against upper-cased request
+    # headers: a name written in mixed case never matches.
+    Case("secure-scheme-headers-mixed-case", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             secure_scheme_headers = {"X-Forwarded-Proto": "https"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Proto": "https"}, answer=b"http"),
+    Case("secure-scheme-headers-other-value", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             secure_scheme_headers = {"X-FORWARDED-SSL": "on"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Ssl": "yes"}, answer=b"http"),
+    Case("secure-scheme-headers-untrusted-peer", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             forwarded_allow_ips = "10.0.0.0/8"
+             secure_scheme_headers = {"X-FORWARDED-SSL": "on"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Ssl": "on"}, answer=b"http"),
+    Case("forwarder-headers-script-name", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             forwarded_allow_ips = "127.0.0.1"
+             forwarder_headers = "SCRIPT_NAME,PATH_INFO,REMOTE_USER"
+             """)},
+         path="/sub/mounted", headers={"SCRIPT_NAME": "/sub", "REMOTE_USER": "ann"},
+         answer=b"/sub ann"),
     Case("python-module-config", "-c python:compat_settings compat_wsgi:application",
          env={"COMPAT_PORT": "@PORT@", "APP_ENV": "staging"}, path="/env",
          answer=b"from staging settings"),
