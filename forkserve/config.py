@@ -449,6 +449,18 @@ SETTINGS: tuple[Setting, ...] = (
             "a SCRIPT_NAME header sets SCRIPT_NAME. Other names with '_' are dropped.",
             ("--forwarder-headers",), "LIST",
             gunicorn="a path outside the SCRIPT_NAME header is passed whole (gunicorn: 500)"),
+    Setting("proxy_protocol", "security", proxy_protocol_mode, "off",
+            "Read a PROXY protocol header (HAProxy; v1, v2 or auto) at the start of a "
+            "connection from proxy_allow_ips; it gives the client address. A connection "
+            "without one is served as is.",
+            ("--proxy-protocol",), "MODE", optional_value="auto",
+            gunicorn="a malformed header closes the connection with 400, an untrusted "
+                     "sender with 403, as in gunicorn; v1 UNKNOWN is accepted"),
+    Setting("proxy_allow_ips", "security", forwarded_ips, ["127.0.0.1", "::1", "unix"],
+            "Peers that may send a PROXY protocol header: IPs, CIDR ranges, 'unix' for unix "
+            "sockets, or '*'.",
+            ("--proxy-allow-from",), "LIST",
+            gunicorn="a unix socket peer is trusted only if 'unix' is listed (gunicorn: always)"),
     # -- server mechanics
     Setting("preload_app", "server", boolean, False,
             "Import the app in the master before forking (shares memory; HUP then reloads it in the master).",

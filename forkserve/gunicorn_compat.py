@@ -121,15 +121,6 @@ _FOREIGN: tuple[Foreign, ...] = (
     Foreign("raw_paste_global_conf", Outcome.REFUSED,
             "PasteDeploy global settings go with paste: load the app in a module and pass "
             "global_conf to loadapp", ([], ()), ("--paste-global",), multiple=True),
-    Foreign("proxy_protocol", Outcome.REFUSED,
-            "forkserve does not read the PROXY protocol yet: have the load balancer send "
-            "X-Forwarded-For and list it in forwarded_allow_ips",
-            ("off", False, None, "false", "none"), ("--proxy-protocol",),
-            optional_value="auto"),
-    Foreign("proxy_allow_ips", Outcome.NO_EFFECT,
-            "used only with proxy_protocol, which forkserve does not read yet",
-            ("127.0.0.1,::1", ["127.0.0.1", "::1"]), ("--proxy-allow-from",),
-            needs="proxy_protocol"),
     Foreign("protocol", Outcome.REFUSED,
             "forkserve speaks HTTP only: point the proxy at it over HTTP (nginx: proxy_pass, "
             "not uwsgi_pass)", ("http",), ("--protocol",)),

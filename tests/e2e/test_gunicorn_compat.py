@@ -63,6 +63,7 @@ class Case:
     exit_zero: bool = False               # a one-shot command (--check-config)
     shell: bool = False
     unix: str = ""                        # connect to this socket (under @DIR@) instead
+    preamble: bytes = b""                 # sent before the request (a PROXY header)
     daemon_pidfile: str = ""              # the launcher detaches; the master is in this file
     occupy_port: bool = False             # something else already listens on @PORT@
     then_files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # must contain
@@ -335,6 +336,22 @@ CASES = [
              """)},
          path="/sub/mounted", headers={"SCRIPT_NAME": "/sub", "REMOTE_USER": "ann"},
          answer=b"/sub ann"),
+    Case("proxy-protocol-v1-from-haproxy", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             proxy_protocol = "v1"
+             proxy_allow_ips = "127.0.0.1"
+             """)},
+         preamble=b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 80\r\n",
+         path="/remote", answer=b"192.0.2.7 4242"),
+    Case("proxy-protocol-v2-flag", "-b 127.0.0.1:@PORT@ --proxy-protocol --workers 2 "
+         "compat_wsgi:application",
+         preamble=(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 51, 100, 9])
+                   + bytes([127, 0, 0, 1]) + b"\x11\x5c\x00\x50"),
+         path="/remote", answer=b"198.51.100.9 4444"),
+    Case("proxy-protocol-true-without-a-header", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": 'bind = "127.0.0.1:@PORT@"\nproxy_protocol = True\n'},
+         path="/remote", answer=b"127.0.0.1"),
     Case("python-module-config", "-c python:compat_settings compat_wsgi:application",
          env={"COMPAT_PORT": "@PORT@", "APP_ENV": "staging"}, path="/env",
          answer=b"from staging settings"),
@@ -439,7 +456,7 @@ def _ask(case: Case, port: int, workdir: Path) -> bytes | None:
         return None
     with sock:
         try:
-            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+            sock.sendall(case.preamble + ("\r\n".join(head) + "\r\n\r\n").encode())
             raw = read_until_close(sock)
         except OSError:
             return None
