@@ -454,8 +454,9 @@ SETTINGS: tuple[Setting, ...] = (
             "connection from proxy_allow_ips; it gives the client address. A connection "
             "without one is served as is.",
             ("--proxy-protocol",), "MODE", optional_value="auto",
-            gunicorn="a malformed header closes the connection with 400, an untrusted "
-                     "sender with 403, as in gunicorn; v1 UNKNOWN is accepted"),
+            gunicorn="as in gunicorn (400 for a malformed header, 403 from an untrusted "
+                     "sender); v1 UNKNOWN and v2 UNIX keep the peer's address (gunicorn's "
+                     "WSGI worker: 400); no PROXY_ADDR/PROXY_PORT in the environ"),
     Setting("proxy_allow_ips", "security", forwarded_ips, ["127.0.0.1", "::1", "unix"],
             "Peers that may send a PROXY protocol header: IPs, CIDR ranges, 'unix' for unix "
             "sockets, or '*'.",
