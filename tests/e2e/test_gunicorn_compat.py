@@ -64,6 +64,7 @@ class Case:
     shell: bool = False
     unix: str = ""                        # connect to this socket (under @DIR@) instead
     preamble: bytes = b""                 # sent before the request (a PROXY header)
+    status: int = 200                     # another: both answer it (bodies may differ)
     daemon_pidfile: str = ""              # the launcher detaches; the master is in this file
     occupy_port: bool = False             # something else already listens on @PORT@
     then_files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # must contain
@@ -352,6 +353,15 @@ CASES = [
     Case("proxy-protocol-true-without-a-header", "-c gunicorn.conf.py compat_wsgi:application",
          files={"gunicorn.conf.py": 'bind = "127.0.0.1:@PORT@"\nproxy_protocol = True\n'},
          path="/remote", answer=b"127.0.0.1"),
+    Case("secure-scheme-headers-disagree", "-b 127.0.0.1:@PORT@ compat_wsgi:application",
+         path="/scheme", headers={"X-Forwarded-Ssl": "on", "X-Forwarded-Proto": "http"},
+         status=400),
+    Case("proxy-protocol-untrusted-sender", "-b 127.0.0.1:@PORT@ --proxy-protocol v1 "
+         "--proxy-allow-from 10.0.0.0/8 compat_wsgi:application",
+         preamble=b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 80\r\n", path="/remote", status=403),
+    Case("proxy-protocol-malformed", "-b 127.0.0.1:@PORT@ --proxy-protocol auto "
+         "compat_wsgi:application",
+         preamble=b"PROXY TCP4 192.0.2.7 127.0.0.1 99999 80\r\n", path="/remote", status=400),
     Case("python-module-config", "-c python:compat_settings compat_wsgi:application",
          env={"COMPAT_PORT": "@PORT@", "APP_ENV": "staging"}, path="/env",
          answer=b"from staging settings"),
@@ -619,8 +629,12 @@ def test_runs_unchanged_under_forkserve_as_under_gunicorn(case, short_tmp):
     assert outcomes["gunicorn"].kind == expected, report
     assert outcomes["forkserve"].kind == expected, report
     if expected == "served":
-        assert outcomes["forkserve"].answer == outcomes["gunicorn"].answer == \
-            b"200 " + case.answer, report
+        if case.status != 200:
+            assert all(outcomes[s].answer.startswith(b"%d " % case.status) for s in SERVERS), \
+                report
+        else:
+            assert outcomes["forkserve"].answer == outcomes["gunicorn"].answer == \
+                b"200 " + case.answer, report
         assert stop_times["forkserve"] < STOP_WITHIN, \
             f"forkserve took {stop_times['forkserve']:.1f}s to stop on TERM\n{report}"
         # One line per gunicorn setting without effect here, and no other warning.
