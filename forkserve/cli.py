@@ -40,6 +40,10 @@ def _make_command() -> click.Command:
         if s.is_flag:
             params.append(click.Option([*s.flags, s.name], is_flag=True, default=False,
                                        help=s.doc))
+        elif s.optional_value is not None:
+            params.append(click.Option([*s.flags, s.name], is_flag=False,
+                                       flag_value=s.optional_value, metavar=s.metavar,
+                                       help=s.doc))
         else:
             params.append(click.Option([*s.flags, s.name], multiple=s.multiple,
                                        metavar=s.metavar, help=s.doc))

@@ -249,6 +249,45 @@ def forwarded_ips(v: Any) -> list[str]:
     return items
 
 
+def scheme_headers(v: Any) -> dict[str, str]:
+    """gunicorn's secure_scheme_headers: header name -> the value that means
+    https.  Values match exactly; names must be upper case, as gunicorn
+    compares them with the upper-cased request header (a name in another
+    case never matches there, nor here)."""
+    if not isinstance(v, dict) or not all(_is_str(k) and _is_str(x) for k, x in v.items()):
+        raise ValueError(f"expected a dict of header names to values, got {v!r}")
+    out: dict[str, str] = {}
+    for name, value in v.items():
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name):
+            raise ValueError(f"expected header names, got {name!r}")
+        out[name] = value
+    return out
+
+
+def header_names(v: Any) -> list[str]:
+    """Header field names, upper case (gunicorn's forwarder_headers)."""
+    items = string_list(v)
+    for name in items:
+        if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}", name):
+            raise ValueError(f"expected header names, got {name!r}")
+    return [name.upper() for name in items]
+
+
+_PROXY_PROTOCOL = {"false": "off", "off": "off", "0": "off", "none": "off",
+                   "true": "auto", "auto": "auto", "1": "auto", "v1": "v1", "v2": "v2"}
+
+
+def proxy_protocol_mode(v: Any) -> str:
+    """off, v1, v2 or auto; gunicorn's spellings of them too (True: auto)."""
+    if v is None:
+        return "off"
+    if isinstance(v, bool):
+        return "auto" if v else "off"
+    if _is_str(v) and v.strip().lower() in _PROXY_PROTOCOL:
+        return _PROXY_PROTOCOL[v.strip().lower()]
+    raise ValueError(f"expected off, v1, v2 or auto, got {v!r}")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its single definition."""
@@ -266,6 +305,7 @@ class Setting:
     # None: forkserve's own; "": gunicorn's, with its meaning; else how it differs.
     gunicorn: str | None = None
     aliases: tuple[str, ...] = ()  # gunicorn's other names for it (config files)
+    optional_value: Any = None     # the flag's value when given without one
 
     @property
     def flag(self) -> str:
@@ -417,6 +457,31 @@ SETTINGS: tuple[Setting, ...] = (
             "Peers whose X-Forwarded-* and Forwarded headers are trusted: IPs, CIDR ranges, "
             "'unix' for unix sockets, or '*'. Default: FORWARDED_ALLOW_IPS if set.",
             ("--forwarded-allow-ips",), "LIST",
+            gunicorn="a unix socket peer is trusted only if 'unix' is listed (gunicorn: always)"),
+    Setting("secure_scheme_headers", "security", scheme_headers,
+            {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+             "X-FORWARDED-SSL": "on"},
+            "Headers a trusted proxy (forwarded_allow_ips) sets to say the client used "
+            "https: upper-case header name -> exact value. Such a header with another value "
+            "means http; two that disagree get 400.", (), "DICT",
+            gunicorn="RFC 7239 Forwarded: proto= is read too, when none of these is sent"),
+    Setting("forwarder_headers", "security", header_names, ["SCRIPT_NAME", "PATH_INFO"],
+            "Header names with '_' a trusted proxy may send to a WSGI app (HTTP_<NAME>); "
+            "a SCRIPT_NAME header sets SCRIPT_NAME. Other names with '_' are dropped.",
+            ("--forwarder-headers",), "LIST",
+            gunicorn="a path outside the SCRIPT_NAME header is passed whole (gunicorn: 500)"),
+    Setting("proxy_protocol", "security", proxy_protocol_mode, "off",
+            "Read a PROXY protocol header (HAProxy; v1, v2 or auto) at the start of a "
+            "connection from proxy_allow_ips; it gives the client address. A connection "
+            "without one is served as is.",
+            ("--proxy-protocol",), "MODE", optional_value="auto",
+            gunicorn="as in gunicorn (400 for a malformed header, 403 from an untrusted "
+                     "sender); v1 UNKNOWN and v2 UNIX keep the peer's address (gunicorn's "
+                     "WSGI worker: 400); no PROXY_ADDR/PROXY_PORT in the environ"),
+    Setting("proxy_allow_ips", "security", forwarded_ips, ["127.0.0.1", "::1", "unix"],
+            "Peers that may send a PROXY protocol header: IPs, CIDR ranges, 'unix' for unix "
+            "sockets, or '*'.",
+            ("--proxy-allow-from",), "LIST",
             gunicorn="a unix socket peer is trusted only if 'unix' is listed (gunicorn: always)"),
     # -- server mechanics
     Setting("preload_app", "server", boolean, False,

@@ -30,6 +30,7 @@ from conftest import APPS, ROOT, free_port, stop_tree, wait_for
 
 FRAMEWORKS = APPS / "frameworks"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 def nginx_available() -> bool:
@@ -249,6 +250,67 @@ http {{
         nginx.stop()
         raise
     return nginx
+
+
+# -- HAProxy, speaking the PROXY protocol to its server ----------------------
+
+@dataclass
+class HAProxy:
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        stop_tree(self.proc)
+
+
+def start_haproxy(prefix: Path, upstream_port: int, send_proxy: str = "send-proxy",
+                  mode: str = "http") -> HAProxy:
+    """HAProxy on a free loopback port in front of 127.0.0.1:``upstream_port``,
+    sending it a PROXY header on each connection (``send-proxy`` for v1,
+    ``send-proxy-v2`` for v2); in the foreground, stopped by PID."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = prefix / "haproxy.cfg"
+    conf.write_text(f"""
+global
+    maxconn 256
+defaults
+    mode {mode}
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend front
+    bind 127.0.0.1:{port}
+    default_backend back
+backend back
+    server app 127.0.0.1:{upstream_port} {send_proxy}
+""")
+    log_path = prefix / "haproxy.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen([HAPROXY, "-db", "-f", str(conf)], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    haproxy = HAProxy(proc, port, log_path)
+
+    def listening():
+        if proc.poll() is not None:
+            raise AssertionError(f"haproxy exited with {proc.returncode}:\n{haproxy.log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        return False
+    try:
+        wait_for(listening, 15, what="haproxy to listen")
+    except BaseException:
+        haproxy.stop()
+        raise
+    return haproxy
 
 
 # -- a differential pair ----------------------------------------------------

@@ -1,9 +1,16 @@
 """Proxy headers: who the client is, by which scheme and host it came.
 
 Only a peer listed in ``forwarded_allow_ips`` may say so, through
-``X-Forwarded-For`` / ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` or RFC
-7239 ``Forwarded``.  From anyone else the headers are ignored: a client
-could write them itself.  Sans-I/O: headers in, a decision out.
+``X-Forwarded-For`` / ``X-Forwarded-Host`` or RFC 7239 ``Forwarded``, the
+``secure_scheme_headers`` and the ``forwarder_headers``.  From anyone else
+the headers are ignored: a client could write them itself.  Sans-I/O:
+headers in, a decision out.
+
+The scheme follows gunicorn's ``secure_scheme_headers``: each listed header
+the proxy sent says https if its value is exactly the listed one, else
+http (``X-Forwarded-Proto: http``); two that disagree make the request
+ambiguous, and it is refused with 400.  Only when none is sent does
+``Forwarded: proto=`` count.
 
 Each proxy appends to these lists, so the right end is the part written by
 the proxy nearest to us.  The client address is taken from the right,
@@ -15,9 +22,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable
+from typing import Iterable, Mapping
 
-__all__ = ["ProxyTrust", "Forwarded", "NOT_FORWARDED"]
+from .request import HTTPError
+
+__all__ = ["ProxyTrust", "Forwarded", "NOT_FORWARDED", "SECURE_SCHEME_HEADERS"]
+
+#: gunicorn 27's default secure_scheme_headers.
+SECURE_SCHEME_HEADERS = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                         "X-FORWARDED-SSL": "on"}
 
 _XFF_ENTRY = re.compile(rb"\[?([0-9A-Fa-f:.]{2,45})\]?(?::[0-9]{1,5})?")
 _PROTO = re.compile(rb"https?|wss?", re.I)
@@ -26,18 +39,22 @@ _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0
 _FWD_PAIR = re.compile(rb'[ \t]*([!#$%&\'*+\-.^_`|~0-9A-Za-z]+)=("[^"\\\x00-\x1f\x7f]*"|'
                        rb"[!#$%&'*+\-.^_`|~0-9A-Za-z:\[\]]+)[ \t]*")
 
-_NAMES = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+# What a header is to the decision, by its lowercased name.
+_XFF, _XFH, _FWD, _SECURE, _FORWARDER = range(5)
+_NAMES = {b"x-forwarded-for": _XFF, b"x-forwarded-host": _XFH, b"forwarded": _FWD}
 
 
 class Forwarded:
-    """What trusted proxy headers said; None where they said nothing."""
+    """What trusted proxy headers said; None where they said nothing.
+    ``extra`` holds the forwarder_headers sent (lowercased name, value)."""
 
-    __slots__ = ("client", "scheme", "host")
+    __slots__ = ("client", "scheme", "host", "extra")
 
     def __init__(self) -> None:
         self.client: str | None = None
         self.scheme: str | None = None
         self.host: bytes | None = None
+        self.extra: list[tuple[bytes, bytes]] = []
 
 
 #: The answer when the peer is not trusted or sent no proxy headers.
@@ -55,9 +72,27 @@ def _parse_ip(text: bytes) -> str | None:
 
 
 class ProxyTrust:
-    """``forwarded_allow_ips`` compiled: IPs, CIDR ranges, ``unix``, ``*``."""
+    """``forwarded_allow_ips`` compiled: IPs, CIDR ranges, ``unix``, ``*``;
+    with the ``secure_scheme_headers`` and ``forwarder_headers`` such a
+    peer may send."""
 
-    def __init__(self, allow: Iterable[str]) -> None:
+    def __init__(self, allow: Iterable[str],
+                 secure_scheme_headers: Mapping[str, str] = SECURE_SCHEME_HEADERS,
+                 forwarder_headers: Iterable[str] = ()) -> None:
+        self.kinds = dict(_NAMES)
+        # The reader hands over header names lowercased, values without
+        # surrounding whitespace: compared as bytes, exactly.
+        # gunicorn compares the upper-cased request header name with the
+        # names as configured: one not in upper case never matches.
+        self.secure = {name.lower().encode("latin-1"): value.encode("latin-1")
+                       for name, value in secure_scheme_headers.items() if name == name.upper()}
+        for name in self.secure:
+            self.kinds[name] = _SECURE
+        for name in forwarder_headers:
+            # Only names with '_' need leave to pass (see http/wsgi.py);
+            # the others reach the app anyway.
+            if "_" in name:
+                self.kinds.setdefault(name.lower().encode("latin-1"), _FORWARDER)
         self.any = False
         self.unix = False
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -98,36 +133,49 @@ class ProxyTrust:
 
     def from_headers(self, headers: Iterable[tuple[bytes, bytes]]) -> Forwarded:
         """What the proxy headers say, for a peer already known to be
-        trusted (a connection decides that once, not per request)."""
+        trusted (a connection decides that once, not per request).
+
+        Raises HTTPError(400) when two secure scheme headers disagree."""
         xff: list[bytes] = []
-        proto = host = None
+        proto = host = secure = None
         fwd: list[bytes] = []
+        extra: list[tuple[bytes, bytes]] = []
         found = False
+        kinds = self.kinds
         for name, value in headers:
-            if name not in _NAMES:
+            kind = kinds.get(name)
+            if kind is None:
                 continue
             found = True
-            if name == b"x-forwarded-for":
+            if kind is _XFF:
                 xff.extend(value.split(b","))
-            elif name == b"x-forwarded-proto":
-                proto = value.split(b",")[-1].strip(b" \t")
-            elif name == b"x-forwarded-host":
+            elif kind is _SECURE:
+                scheme = "https" if value == self.secure[name] else "http"
+                if secure is None:
+                    secure = scheme
+                elif scheme != secure:
+                    raise HTTPError(400, "contradictory scheme headers")
+            elif kind is _XFH:
                 host = value.split(b",")[-1].strip(b" \t")
-            else:
+            elif kind is _FWD:
                 fwd.extend(value.split(b","))
+            else:
+                extra.append((name, value))
         if not found:
             return NOT_FORWARDED
         result = Forwarded()
+        result.extra = extra
+        result.scheme = secure
         if fwd and not xff:
             pairs = self._forwarded_pairs(fwd)
             xff = pairs.get(b"for", [])
-            if proto is None and pairs.get(b"proto"):
+            if pairs.get(b"proto"):
                 proto = pairs[b"proto"][-1]
             if host is None and pairs.get(b"host"):
                 host = pairs[b"host"][-1]
         if xff:
             result.client = self._client(xff)
-        if proto is not None and _PROTO.fullmatch(proto):
+        if secure is None and proto is not None and _PROTO.fullmatch(proto):
             result.scheme = {b"http": "http", b"https": "https", b"ws": "http",
                              b"wss": "https"}[proto.lower()]
         if host is not None and _HOST.fullmatch(host):

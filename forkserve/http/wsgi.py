@@ -232,11 +232,15 @@ def build_environ(base: dict[str, Any], req: Request, wsgi_input: WSGIInput,
     environ = base.copy()
     url_scheme = forwarded.scheme or req.scheme and req.scheme.decode("ascii") or "http"
     script_name = base["SCRIPT_NAME"]
+    for name, value in forwarded.extra:
+        if name == b"script_name":  # a trusted proxy mounts the app (forwarder_headers)
+            script_name = value.decode("latin-1").rstrip("/")
     path = unquote_to_bytes(req.path).decode("latin-1") if b"%" in req.path else req.path.decode("latin-1")
     if script_name and (path == script_name or path.startswith(script_name + "/")):
         path = path[len(script_name):]
     environ["REQUEST_METHOD"] = req.method.decode("latin-1")
     environ["PATH_INFO"] = path
+    environ["SCRIPT_NAME"] = script_name
     environ["QUERY_STRING"] = req.query.decode("latin-1")
     environ["RAW_URI"] = req.target.decode("latin-1")
     environ["REQUEST_URI"] = environ["RAW_URI"]
@@ -261,6 +265,12 @@ def build_environ(base: dict[str, Any], req: Request, wsgi_input: WSGIInput,
         key = _cgi_name(name)
         if key is None:
             continue
+        text = value.decode("latin-1")
+        old = environ.get(key)
+        environ[key] = text if old is None else old + "," + text
+    for name, value in forwarded.extra:
+        # Names with '_' that _cgi_name keeps out, let in by forwarder_headers.
+        key = "HTTP_" + name.decode("latin-1").upper()
         text = value.decode("latin-1")
         old = environ.get(key)
         environ[key] = text if old is None else old + "," + text

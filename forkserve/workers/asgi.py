@@ -79,7 +79,10 @@ class ASGIWorker(Worker):
         asyncio.set_event_loop(self.loop)
         self.limits = limits_from(cfg)
         self.policy = Policy.from_config(cfg)
-        self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
+        self.proxy = ProxyTrust(cfg.forwarded_allow_ips, cfg.secure_scheme_headers,
+                                cfg.forwarder_headers)
+        self.proxy_protocol = cfg.proxy_protocol
+        self.proxy_senders = ProxyTrust(cfg.proxy_allow_ips)
         self.root_path = cfg.root_path.rstrip("/")
         self.limit_concurrency = cfg.limit_concurrency
         self.worker_connections = cfg.worker_connections

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..http.asgi import ClientDisconnected, http_scope
 from ..http.connection import Close, ConnState, Expiry, HTTPConnection
 from ..http.proxy import NOT_FORWARDED
+from ..http.proxy_protocol import NEED_MORE as PROXY_NEED_MORE, ProxyPreamble, ProxyProtocolError
 from ..http.request import (NEED_DATA, ConnectionClosed, EndOfMessage, HTTPError, Request,
                             RequestReader)
 from ..http.response import error_response
@@ -90,6 +91,8 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         self.postponed = False  # a deadline deferred once for bytes already in the kernel
         self.fd = -1
         self.trusted = False  # the peer may set proxy headers
+        self.forwarded = NOT_FORWARDED  # what they said of the current request
+        self.preamble: ProxyPreamble | None = None  # until the PROXY header is read
         self.read_paused = False
         self.write_paused = False
         self.write_shut = False  # write_eof() done: lingering
@@ -119,9 +122,13 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
             self.client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         else:
             self.server = (local, None) if local else None
-        self.trusted = worker.proxy.trusts(self.client[0] if self.client else None)
+        peer_host = self.client[0] if self.client else None
+        self.trusted = worker.proxy.trusts(peer_host)
         if self.client is not None:
             self.client_name = self.client[0]
+        if worker.proxy_protocol != "off":
+            self.preamble = ProxyPreamble(worker.proxy_protocol,
+                                          worker.proxy_senders.trusts(peer_host))
 
     def data_received(self, data: bytes) -> None:
         state = self.state
@@ -133,8 +140,33 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         self.postponed = False
         if state is _IDLE or state is _FRESH:
             self.data_arrived(time.monotonic())
+        if self.preamble is not None:
+            data = self._read_preamble(data)
+            if data is None:
+                return
         self.reader.feed(data)
         self._process()
+
+    def _read_preamble(self, data: bytes) -> bytes | None:
+        """Pass the first bytes through the PROXY header reader: the bytes
+        after the header, or None while it is not complete (or the
+        connection was refused).  The client address becomes the header's;
+        the trust in proxy headers stays the peer's (the proxy's)."""
+        try:
+            result = self.preamble.feed(data)  # type: ignore[union-attr]
+        except ProxyProtocolError as exc:
+            self.worker.log.debug("Refused connection from %s: %s", self.client, exc)
+            self.preamble = None
+            self._refuse(exc.status)
+            return None
+        if result is PROXY_NEED_MORE:
+            return None
+        header, rest = result  # type: ignore[misc]
+        self.preamble = None
+        if header is not None and header.source is not None:
+            self.client = header.source
+            self.client_name = header.source[0]
+        return rest
 
     def eof_received(self) -> bool | None:
         self.eof = True
@@ -234,6 +266,12 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
                 else:
                     cycle.end_body()  # type: ignore[union-attr]
             elif kind is Request:
+                try:
+                    self.forwarded = (self.worker.proxy.from_headers(event.headers)  # type: ignore[union-attr]
+                                      if self.trusted else NOT_FORWARDED)
+                except HTTPError as exc:
+                    self._bad_request(exc)  # contradictory scheme headers
+                    return
                 self._start(event)  # type: ignore[arg-type]
             elif isinstance(event, ConnectionClosed):
                 self.close()
@@ -312,10 +350,10 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
 
     def scope_for(self, req: Request, websocket: bool = False) -> dict[str, Any]:
         """The ASGI scope of a request on this connection; proxy headers
-        count only from a peer trusted when the connection was made."""
+        count only from a peer trusted when the connection was made (read
+        as the request arrived, into ``forwarded``)."""
         worker = self.worker
-        forwarded = worker.proxy.from_headers(req.headers) if self.trusted else NOT_FORWARDED
-        return http_scope(req, self.server, self.client, forwarded, worker.root_path,
+        return http_scope(req, self.server, self.client, self.forwarded, worker.root_path,
                           worker.lifespan.state_or_none, websocket)
 
     # -- the end of an exchange ----------------------------------------------------

@@ -52,7 +52,8 @@ from typing import Any
 from ..heartbeat import WorkerState
 from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection, Policy,
                                error_status, eviction_candidates)
-from ..http.proxy import ProxyTrust
+from ..http.proxy import NOT_FORWARDED, ProxyTrust
+from ..http.proxy_protocol import NEED_MORE as PROXY_NEED_MORE, ProxyPreamble, ProxyProtocolError
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
 from ..http.wsgi import (ErrorStream, FileWrapper, WSGIInput, WSGIResponse, base_environ,
@@ -90,7 +91,8 @@ def limits_from(cfg: Any) -> Limits:
 class Connection(HTTPConnection):
     """A client connection of this worker: the core's state plus the socket."""
 
-    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered")
+    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered",
+                 "forwarded", "remote", "preamble")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader,
                  policy: Policy, now: float) -> None:
@@ -102,6 +104,12 @@ class Connection(HTTPConnection):
         self.progress = 0.0     # last progress while in the app, monotonic
         self.request: Request | None = None
         self.registered = False  # in the selector
+        self.forwarded = NOT_FORWARDED  # what a trusted proxy said of this request
+        # The client's address as the app and the access log see it: the
+        # peer's, or what its PROXY protocol header said (``peer`` stays
+        # the proxy's, whose trust decides the proxy headers).
+        self.remote = peer
+        self.preamble: ProxyPreamble | None = None  # until the PROXY header is read
 
     def close(self) -> None:
         self.state = _CLOSED
@@ -138,7 +146,10 @@ class SyncWorker(Worker):
         name, port = self._server_name()
         self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"),
                                          ErrorStream(self.log))
-        self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
+        self.proxy = ProxyTrust(cfg.forwarded_allow_ips, cfg.secure_scheme_headers,
+                                cfg.forwarder_headers)
+        self.proxy_protocol = cfg.proxy_protocol
+        self.proxy_senders = ProxyTrust(cfg.proxy_allow_ips)
 
     def _server_name(self) -> tuple[str, str]:
         for lst in self.listeners:
@@ -255,6 +266,9 @@ class SyncWorker(Worker):
             else:
                 peer = None
             conn = Connection(sock, peer, RequestReader(self.limits), self.policy, _monotonic())
+            if self.proxy_protocol != "off":
+                conn.preamble = ProxyPreamble(
+                    self.proxy_protocol, self.proxy_senders.trusts(peer[0] if peer else None))
             fd = sock.fileno()
             self.conns[fd] = conn
             # Most clients send the request with the connection: read now,
@@ -310,8 +324,33 @@ class SyncWorker(Worker):
             return
         if data and conn.state is not _HEAD:
             conn.data_arrived(_monotonic())
+        if conn.preamble is not None and data:
+            data = self._read_preamble(conn, data)
+            if data is None:
+                return
         conn.reader.feed(data)
         self._next_request(conn)
+
+    def _read_preamble(self, conn: Connection, data: bytes) -> bytes | None:
+        """Pass the first bytes of a connection through its PROXY header
+        reader: the bytes after the header, or None while it is not
+        complete (or the connection was refused).  The header arrives
+        within the head's header_timeout, like the request after it."""
+        try:
+            result = conn.preamble.feed(data)  # type: ignore[union-attr]
+        except ProxyProtocolError as exc:
+            self.log.debug("Refused connection from %s: %s", conn.peer, exc)
+            conn.preamble = None
+            self._refuse(conn, error_response(exc.status))
+            return None
+        if result is PROXY_NEED_MORE:
+            return None
+        header, rest = result  # type: ignore[misc]
+        conn.preamble = None
+        if header is not None and header.source is not None:
+            conn.remote = header.source
+            conn.client = header.source[0]
+        return rest
 
     def _next_request(self, conn: Connection) -> None:
         """Serve every complete request buffered on ``conn``, in order
@@ -328,6 +367,13 @@ class SyncWorker(Worker):
             if not isinstance(event, Request):
                 # ConnectionClosed: the client is done.
                 self._close(conn)
+                return
+            peer = conn.peer
+            try:
+                conn.forwarded = self.proxy.resolve(peer[0] if peer else None, event.headers)
+            except HTTPError as exc:
+                self.log.debug("Refused request from %s: %s", conn.peer, exc)
+                self._refuse(conn, error_response(exc.status))
                 return
             if not self.alive:
                 self._start_drain()
@@ -558,8 +604,8 @@ class SyncWorker(Worker):
         resp = WSGIResponse(send, ex)
         wsgi_input = WSGIInput(fill)
         peer = conn.peer
-        forwarded = self.proxy.resolve(peer[0] if peer else None, req.headers)
-        environ = build_environ(self.environ_base, req, wsgi_input, peer, forwarded)
+        forwarded = conn.forwarded
+        environ = build_environ(self.environ_base, req, wsgi_input, conn.remote, forwarded)
         ex.environ = environ
         if forwarded.client is not None:
             ex.client = forwarded.client

@@ -11,6 +11,15 @@ def application(environ, start_response):
         body = b"compat ok"
     elif path == "/scheme":
         body = environ["wsgi.url_scheme"].encode()
+    elif path == "/remote":
+        # proxy_protocol: the client a PROXY header named (the port only then).
+        port = environ.get("REMOTE_PORT", "")
+        body = environ["REMOTE_ADDR"].encode()
+        if environ["REMOTE_ADDR"] != "127.0.0.1":
+            body += b" " + port.encode()
+    elif path == "/mounted":
+        # forwarder_headers: a trusted proxy's SCRIPT_NAME header mounts the app.
+        body = (environ["SCRIPT_NAME"] + " " + environ.get("HTTP_REMOTE_USER", "-")).encode()
     elif path == "/env":
         # The environment a config file or -e gave the app.
         body = os.environ.get("COMPAT_GREETING", "unset").encode()

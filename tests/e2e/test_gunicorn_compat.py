@@ -63,6 +63,8 @@ class Case:
     exit_zero: bool = False               # a one-shot command (--check-config)
     shell: bool = False
     unix: str = ""                        # connect to this socket (under @DIR@) instead
+    preamble: bytes = b""                 # sent before the request (a PROXY header)
+    status: int = 200                     # another: both answer it (bodies may differ)
     daemon_pidfile: str = ""              # the launcher detaches; the master is in this file
     occupy_port: bool = False             # something else already listens on @PORT@
     then_files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # must contain
@@ -321,6 +323,73 @@ CASES = [
              secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
              """)},
          path="/scheme", headers={"X-Forwarded-Proto": "https"}, answer=b"https"),
+    Case("secure-scheme-default-ssl-header", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": 'bind = "127.0.0.1:@PORT@"\nforwarded_allow_ips = "127.0.0.1"\n'},
+         path="/scheme", headers={"X-Forwarded-Ssl": "on"}, answer=b"https"),
+    Case("secure-scheme-headers-set", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             forwarded_allow_ips = "127.0.0.1,::1"
+             secure_scheme_headers = {
+                 "X-FORWARDED-PROTOCOL": "ssl",
+                 "X-FORWARDED-PROTO": "https",
+             }
+             """)},
+         path="/scheme", headers={"X-Forwarded-Protocol": "ssl"}, answer=b"https"),
+    # gunicorn matches the names as written against upper-cased request
+    # headers: a name written in mixed case never matches.
+    Case("secure-scheme-headers-mixed-case", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             secure_scheme_headers = {"X-Forwarded-Proto": "https"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Proto": "https"}, answer=b"http"),
+    Case("secure-scheme-headers-other-value", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             secure_scheme_headers = {"X-FORWARDED-SSL": "on"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Ssl": "yes"}, answer=b"http"),
+    Case("secure-scheme-headers-untrusted-peer", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             forwarded_allow_ips = "10.0.0.0/8"
+             secure_scheme_headers = {"X-FORWARDED-SSL": "on"}
+             """)},
+         path="/scheme", headers={"X-Forwarded-Ssl": "on"}, answer=b"http"),
+    Case("forwarder-headers-script-name", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             forwarded_allow_ips = "127.0.0.1"
+             forwarder_headers = "SCRIPT_NAME,PATH_INFO,REMOTE_USER"
+             """)},
+         path="/sub/mounted", headers={"SCRIPT_NAME": "/sub", "REMOTE_USER": "ann"},
+         answer=b"/sub ann"),
+    Case("proxy-protocol-v1-from-haproxy", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             bind = "127.0.0.1:@PORT@"
+             proxy_protocol = "v1"
+             proxy_allow_ips = "127.0.0.1"
+             """)},
+         preamble=b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 80\r\n",
+         path="/remote", answer=b"192.0.2.7 4242"),
+    Case("proxy-protocol-v2-flag", "-b 127.0.0.1:@PORT@ --proxy-protocol --workers 2 "
+         "compat_wsgi:application",
+         preamble=(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes([198, 51, 100, 9])
+                   + bytes([127, 0, 0, 1]) + b"\x11\x5c\x00\x50"),
+         path="/remote", answer=b"198.51.100.9 4444"),
+    Case("proxy-protocol-true-without-a-header", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": 'bind = "127.0.0.1:@PORT@"\nproxy_protocol = True\n'},
+         path="/remote", answer=b"127.0.0.1"),
+    Case("secure-scheme-headers-disagree", "-b 127.0.0.1:@PORT@ compat_wsgi:application",
+         path="/scheme", headers={"X-Forwarded-Ssl": "on", "X-Forwarded-Proto": "http"},
+         status=400),
+    Case("proxy-protocol-untrusted-sender", "-b 127.0.0.1:@PORT@ --proxy-protocol v1 "
+         "--proxy-allow-from 10.0.0.0/8 compat_wsgi:application",
+         preamble=b"PROXY TCP4 192.0.2.7 127.0.0.1 4242 80\r\n", path="/remote", status=403),
+    Case("proxy-protocol-malformed", "-b 127.0.0.1:@PORT@ --proxy-protocol auto "
+         "compat_wsgi:application",
+         preamble=b"PROXY TCP4 192.0.2.7 127.0.0.1 99999 80\r\n", path="/remote", status=400),
     Case("python-module-config", "-c python:compat_settings compat_wsgi:application",
          env={"COMPAT_PORT": "@PORT@", "APP_ENV": "staging"}, path="/env",
          answer=b"from staging settings"),
@@ -434,7 +503,7 @@ def _ask(case: Case, port: int, workdir: Path) -> bytes | None:
         return None
     with sock:
         try:
-            sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+            sock.sendall(case.preamble + ("\r\n".join(head) + "\r\n\r\n").encode())
             raw = read_until_close(sock)
         except OSError:
             return None
@@ -597,8 +666,12 @@ def test_runs_unchanged_under_forkserve_as_under_gunicorn(case, short_tmp):
     assert outcomes["gunicorn"].kind == expected, report
     assert outcomes["forkserve"].kind == expected, report
     if expected == "served":
-        assert outcomes["forkserve"].answer == outcomes["gunicorn"].answer == \
-            b"200 " + case.answer, report
+        if case.status != 200:
+            assert all(outcomes[s].answer.startswith(b"%d " % case.status) for s in SERVERS), \
+                report
+        else:
+            assert outcomes["forkserve"].answer == outcomes["gunicorn"].answer == \
+                b"200 " + case.answer, report
         assert stop_times["forkserve"] < STOP_WITHIN, \
             f"forkserve took {stop_times['forkserve']:.1f}s to stop on TERM\n{report}"
         # One line per gunicorn setting without effect here, and no other warning.

@@ -226,7 +226,6 @@ def test_gunicorn_defaults_pass_without_a_word(tmp_path, text):
 
 @pytest.mark.parametrize("text, needle", [
     ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
-    ("proxy_protocol = 'v2'\n", "proxy_protocol: forkserve does not read the PROXY protocol"),
     ("protocol = 'uwsgi'\n", "nginx: proxy_pass, not uwsgi_pass"),
     ("paste = 'development.ini'\n", "paste.deploy.loadapp"),
     ("dirty_apps = ['x:y']\n", "task queue"),
@@ -410,7 +409,6 @@ def test_unknown_flags_get_only_typo_hints(flag, message):
     (["--statsd-host", "127.0.0.1:8125", "--statsd-prefix", "app"],
      "statsd_host = '127.0.0.1:8125' has no effect"),
     (["--certfile", "", "--ciphers", "ECDHE"], None),
-    (["--proxy-allow-from", "10.0.0.1"], None),
 ])
 def test_gunicorn_flags_without_effect_warn(args, warned):
     # One line for a setting without effect; none for those that matter only
@@ -438,3 +436,37 @@ def test_daemon_and_friends_are_settings():
 ])
 def test_bind_forms_gunicorn_accepts(text, shown):
     assert str(parse_address(text)) == shown
+
+
+# -- proxy_protocol, proxy_allow_ips, secure_scheme_headers: gunicorn's values --------
+
+@pytest.mark.parametrize("value, mode", [
+    ("True", "auto"), ("False", "off"), ("None", "off"), ("'v1'", "v1"), ("'V2'", "v2"),
+    ("'auto'", "auto"), ("'true'", "auto"), ("'0'", "off"), ("'none'", "off"),
+])
+def test_proxy_protocol_takes_gunicorns_values(tmp_path, value, mode):
+    cfg = _load(tmp_path, f"proxy_protocol = {value}\n")
+    assert cfg.proxy_protocol == mode and _warnings(cfg) == []
+    assert gunicorn_config.validate_proxy_protocol(eval(value)) == mode
+
+
+def test_proxy_protocol_flags():
+    assert _build(["--proxy-protocol", "--workers", "1"]).proxy_protocol == "auto"
+    assert _build(["--proxy-protocol", "v1"]).proxy_protocol == "v1"
+    cfg = _build(["--proxy-protocol", "v2", "--proxy-allow-from", "10.0.0.0/8,unix"])
+    assert cfg.proxy_protocol == "v2" and cfg.proxy_allow_ips == ["10.0.0.0/8", "unix"]
+    with pytest.raises(ConfigError, match="off, v1, v2 or auto"):
+        _build(["--proxy-protocol", "v3"])
+    with pytest.raises(ConfigError, match="proxy_allow_ips"):
+        _build(["--proxy-allow-from", "not-an-ip"])
+
+
+def test_secure_scheme_headers_and_forwarder_headers(tmp_path):
+    cfg = _load(tmp_path, "secure_scheme_headers = {'X-SCHEME': 'secure'}\n"
+                          "forwarder_headers = 'script_name, REMOTE_USER'\n")
+    assert cfg.secure_scheme_headers == {"X-SCHEME": "secure"}
+    assert cfg.forwarder_headers == ["SCRIPT_NAME", "REMOTE_USER"]
+    with pytest.raises(ConfigError, match="secure_scheme_headers"):
+        _load(tmp_path, "secure_scheme_headers = ['X-SCHEME']\n")
+    with pytest.raises(ConfigError, match="secure_scheme_headers"):
+        _load(tmp_path, "secure_scheme_headers = {'X SCHEME': 'on'}\n")
