@@ -562,7 +562,7 @@ class SyncWorker(Worker):
         beat = self.heartbeat.beat
         start = _monotonic()
         ex = conn.begin(req, start, conn.client)
-        ex.peer = conn.peer
+        ex.peer = conn.remote  # the PROXY header's client, as REMOTE_ADDR
         grace = start + self.policy.rate_grace
 
         def progress(n: int) -> None:
