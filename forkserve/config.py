@@ -153,6 +153,16 @@ def worker_class_name(v: Any) -> str:
                      f"UvicornWorker or UvicornH11Worker), got {v!r}")
 
 
+def files_or_patterns(v: Any) -> list[str]:
+    """Existing files, or glob patterns (``*``, ``?``, ``[``; re-expanded
+    on each scan, so they may match nothing yet), as gunicorn takes them."""
+    items = string_list(v)
+    for item in items:
+        if not any(c in item for c in "*?[") and not os.path.isfile(item):
+            raise ValueError(f"no such file: {item!r}")
+    return items
+
+
 def string_list(v: Any) -> list[str]:
     """A list of strings; a single string is split on commas."""
     if _is_str(v):
@@ -401,6 +411,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preload_app", "server", boolean, False,
             "Import the app in the master before forking (shares memory; HUP then reloads it in the master).",
             ("--preload",), is_flag=True, gunicorn=""),
+    Setting("reload", "server", boolean, False,
+            "Watch the app's .py files (and reload_extra_files) and roll the workers as a "
+            "HUP does when one changes; an edit that breaks the import leaves the old "
+            "workers serving. For development.",
+            ("--reload",), is_flag=True,
+            gunicorn="the master watches and rolls the workers gracefully, with preload_app "
+                     "too; a broken edit keeps the old workers (gunicorn: each worker watches "
+                     "and exits, a broken edit serves its traceback)"),
+    Setting("reload_engine", "server", choice("auto", "poll", "inotify"), "auto",
+            "auto: watchfiles when installed (pip install 'forkserve[reload]'), else "
+            "polling modification times each second; poll; inotify (watchfiles).",
+            ("--reload-engine",), "ENGINE",
+            gunicorn="inotify and auto use the watchfiles package (gunicorn: inotify); "
+                     "inotify without it polls, with a warning"),
+    Setting("reload_extra_files", "server", files_or_patterns, [],
+            "More files reload watches (templates, config): paths, or glob patterns "
+            "re-expanded on each scan; repeat the flag for several.",
+            ("--reload-extra-file",), "FILE", multiple=True, gunicorn=""),
     Setting("chdir", "server", optional_string, None,
             "Change to this directory before loading the app.",
             ("--chdir",), "DIR", gunicorn=""),

@@ -86,17 +86,10 @@ _STRICT = "forkserve's request reader stays strict: such requests get 400"
 _H1 = "forkserve speaks HTTP/1.1 only"
 _DIRTY = "used only with dirty_apps, which forkserve does not run"
 _CONTROL = "forkserve has no control socket: control it with signals (see Signals)"
-_RELOAD = ("forkserve does not watch files yet: send HUP to the master to load new code "
-           "(no request fails)")
 _BOOL = (False, "false")
 
 _FOREIGN: tuple[Foreign, ...] = (
     # -- debugging
-    Foreign("reload", Outcome.NO_EFFECT, _RELOAD, _BOOL, ("--reload",), is_flag=True),
-    Foreign("reload_engine", Outcome.NO_EFFECT, _RELOAD, ("auto",), ("--reload-engine",),
-            needs="reload"),
-    Foreign("reload_extra_files", Outcome.NO_EFFECT, _RELOAD, ([], ()),
-            ("--reload-extra-file",), multiple=True, needs="reload"),
     Foreign("spew", Outcome.NO_EFFECT,
             "forkserve has no line tracer: run the app under a debugger instead", _BOOL,
             ("--spew",), is_flag=True),

@@ -326,7 +326,7 @@ CASES = [
          "--bind unix:@DIR@/app.sock --umask 007 -w 2 compat_wsgi:application",
          unix="app.sock"),
     Case("dev-reload", "--reload --bind 127.0.0.1:@PORT@ compat_wsgi:application",
-         warnings=("reload = True has no effect: forkserve does not watch files yet",)),
+         logged=("reload: watching",)),
     Case("statsd", "-c gunicorn.conf.py compat_wsgi:application",
          files={"gunicorn.conf.py": textwrap.dedent("""\
              import os
@@ -724,9 +724,54 @@ def test_hup_reads_gunicorn_conf_py_again(forkserve, tmp_path):
 def test_check_config_prints_the_warnings():
     from conftest import run_forkserve
 
-    proc = run_forkserve("--check-config", "--reload", "--worker-tmp-dir", "/dev/shm",
+    proc = run_forkserve("--check-config", "--spew", "--worker-tmp-dir", "/dev/shm",
                          "compat_wsgi:application")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("forkserve: warning: ") for line in lines)
-    assert "reload = True has no effect" in proc.stderr and "config OK" in proc.stdout
+    assert "spew = True has no effect" in proc.stderr and "config OK" in proc.stdout
+
+
+_DEV_APP = """\
+def application(environ, start_response):
+    body = {answer!r}
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.mark.timeout(120)
+def test_reload_picks_up_an_edit_under_both(short_tmp):
+    """--reload: an edit of the app file is served soon after, under both
+    (gunicorn restarts its workers; forkserve rolls them as on HUP)."""
+    for server in SERVERS:
+        workdir = short_tmp / server
+        workdir.mkdir()
+        app_file = workdir / "dev_app.py"
+        app_file.write_text(_DEV_APP.format(answer=b"v1"))
+        port = free_port()
+        with open(workdir / "out.log", "wb") as out:
+            proc = _start(server, workdir, ["--reload", "-b", f"127.0.0.1:{port}",
+                                            "dev_app:application"], out)
+        try:
+            assert _served(port) == b"200 v1", (server, (workdir / "out.log").read_text())
+            time.sleep(1.5)  # gunicorn's poller takes its first snapshot after boot
+            tmp = workdir / "dev_app.py.new"
+            tmp.write_text(_DEV_APP.format(answer=b"v2"))
+            tmp.replace(app_file)
+            deadline = time.monotonic() + 20
+            answer = b""
+            while time.monotonic() < deadline and answer != b"200 v2":
+                answer = _served(port)
+                time.sleep(0.2)
+            assert answer == b"200 v2", (server, (workdir / "out.log").read_text()[-3000:])
+        finally:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            _kill_tree(proc.pid)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
