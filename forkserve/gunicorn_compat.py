@@ -77,11 +77,10 @@ def _same(value: Any, quiet: Any) -> bool:
 _TLS = ("forkserve does not terminate TLS yet: put a TLS proxy in front (nginx, a load "
         "balancer) and list it in forwarded_allow_ips")
 _TLS_ONLY = "used only with certfile, and forkserve does not terminate TLS yet"
-_SYSLOG = ("forkserve does not send to syslog: the error log goes to errorlog "
-           "('-' is stderr, which journald collects)")
 _STATSD = "forkserve sends no statsd metrics yet"
-_LOGCONFIG = ("forkserve writes its error and access logs itself: set errorlog, accesslog, "
-              "loglevel, access_log_format (the app's own logging stays the app's)")
+_LOGCONFIG = ("forkserve has no logger class to replace: shape the logs with logconfig_dict "
+              "(or logconfig, logconfig_json) targeting gunicorn.error and gunicorn.access, "
+              "or errorlog, accesslog, access_log_format")
 _STRICT = "forkserve's request reader stays strict: such requests get 400"
 _H1 = "forkserve speaks HTTP/1.1 only"
 _DIRTY = "used only with dirty_apps, which forkserve does not run"
@@ -152,20 +151,8 @@ _FOREIGN: tuple[Foreign, ...] = (
     Foreign("casefold_http_method", Outcome.NO_EFFECT, _STRICT, _BOOL,
             ("--casefold-http-method",), is_flag=True),
     # -- logging
-    Foreign("disable_redirect_access_to_syslog", Outcome.NO_EFFECT, _SYSLOG, _BOOL,
-            ("--disable-redirect-access-to-syslog",), is_flag=True, needs="syslog"),
     Foreign("logger_class", Outcome.NO_EFFECT, _LOGCONFIG,
             ("gunicorn.glogging.Logger",), ("--logger-class",)),
-    Foreign("logconfig", Outcome.NO_EFFECT, _LOGCONFIG, (None,), ("--log-config",)),
-    Foreign("logconfig_dict", Outcome.NO_EFFECT, _LOGCONFIG, ({},)),
-    Foreign("logconfig_json", Outcome.NO_EFFECT, _LOGCONFIG, (None,), ("--log-config-json",)),
-    Foreign("syslog_addr", Outcome.NO_EFFECT, _SYSLOG, ("udp://localhost:514",),
-            ("--log-syslog-to",), needs="syslog"),
-    Foreign("syslog", Outcome.NO_EFFECT, _SYSLOG, _BOOL, ("--log-syslog",), is_flag=True),
-    Foreign("syslog_prefix", Outcome.NO_EFFECT, _SYSLOG, (None,), ("--log-syslog-prefix",),
-            needs="syslog"),
-    Foreign("syslog_facility", Outcome.NO_EFFECT, _SYSLOG, ("user",),
-            ("--log-syslog-facility",), needs="syslog"),
     Foreign("statsd_host", Outcome.NO_EFFECT, _STATSD, (None,), ("--statsd-host",)),
     Foreign("dogstatsd_tags", Outcome.NO_EFFECT, _STATSD, ("",), ("--dogstatsd-tags",),
             needs="statsd_host"),

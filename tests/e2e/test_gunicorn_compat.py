@@ -230,6 +230,37 @@ logconfig_dict = {
 }
 """
 
+LOGGING_TO_FILES = """\
+import os
+
+bind = "127.0.0.1:@PORT@"
+LOG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logs")
+os.makedirs(LOG_DIR, exist_ok=True)
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_file"], "propagate": False,
+                           "qualname": "gunicorn.error"},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access_file"], "propagate": False,
+                            "qualname": "gunicorn.access"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "error"},
+        "error_file": {"class": "logging.FileHandler", "formatter": "error",
+                       "filename": os.path.join(LOG_DIR, "error.log")},
+        "access_file": {"class": "logging.FileHandler", "formatter": "access",
+                        "filename": os.path.join(LOG_DIR, "access.log")},
+    },
+    "formatters": {
+        "error": {"format": "ERROR-LOG %(name)s %(levelname)s %(message)s"},
+        "access": {"format": "ACCESS %(name)s %(message)s"},
+    },
+}
+"""
+
 CASES = [
     Case("docker-image-conf-uvicorn-worker",
          "-c gunicorn_conf.py -k uvicorn.workers.UvicornWorker compat_asgi:app",
@@ -269,7 +300,15 @@ CASES = [
          answer=b"hooked", then_files={"ready.marker": ("ready",)}),
     Case("logging-dict", "-c config/gunicorn.py compat_wsgi:application",
          files={"config/gunicorn.py": LOGGING_DICT}, env={"LOG_LEVEL": "INFO"},
-         warnings=("logconfig_dict = {'version': 1, ",)),
+         logged=('"level": "INFO", "message": "Booting worker with pid',)),
+    Case("logging-dict-to-files", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": LOGGING_TO_FILES},
+         then_files={"logs/access.log": ("ACCESS gunicorn.access 127.0.0.1 - - [",
+                                         '"GET / HTTP/1.1" 200 9 "-"'),
+                     "logs/error.log": ("ERROR-LOG gunicorn.error INFO Booting worker with pid",
+                                        "ERROR-LOG gunicorn.error INFO Listening at: ")}),
+    Case("syslog-udp", "--log-syslog --log-syslog-to udp://127.0.0.1:9 --log-syslog-prefix app "
+         "--log-syslog-facility local0 -b 127.0.0.1:@PORT@ compat_wsgi:application"),
     Case("capture-output-to-log-files", "--config gunicorn_config.py compat_wsgi:application",
          files={"gunicorn_config.py": textwrap.dedent("""\
              bind = "127.0.0.1:@PORT@"

@@ -406,7 +406,7 @@ def test_unknown_flags_get_only_typo_hints(flag, message):
     (["--spew"], "spew = True has no effect"),
     (["--no-sendfile"], "sendfile = False has no effect"),
     (["--worker-tmp-dir", "/dev/shm"], "worker_tmp_dir = '/dev/shm' has no effect"),
-    (["--log-syslog"], "syslog = True has no effect"),
+    (["--logger-class", "app.Logger"], "logger_class = 'app.Logger' has no effect"),
     (["--statsd-host", "127.0.0.1:8125", "--statsd-prefix", "app"],
      "statsd_host = '127.0.0.1:8125' has no effect"),
     (["--certfile", "", "--ciphers", "ECDHE"], None),
