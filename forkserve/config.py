@@ -155,12 +155,13 @@ def worker_class_name(v: Any) -> str:
 
 def files_or_patterns(v: Any) -> list[str]:
     """Existing files, or glob patterns (``*``, ``?``, ``[``; re-expanded
-    on each scan, so they may match nothing yet), as gunicorn takes them."""
+    on each scan, so they may match nothing yet), as gunicorn takes them:
+    relative to the directory forkserve starts in, not to chdir."""
     items = string_list(v)
     for item in items:
         if not any(c in item for c in "*?[") and not os.path.isfile(item):
             raise ValueError(f"no such file: {item!r}")
-    return items
+    return [os.path.abspath(item) for item in items]
 
 
 def dictionary(v: Any) -> dict:

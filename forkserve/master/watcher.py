@@ -29,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import importlib.machinery
+import logging
 import os
 import site
 import sys
@@ -55,7 +56,7 @@ _GLOB_MAGIC = ("*", "?", "[")
 
 def _excluded_prefixes() -> tuple[str, ...]:
     """Directories whose files are never the app's: the standard library,
-    site-packages, the interpreter's prefixes, forkserve itself."""
+    site-packages, forkserve itself."""
     paths = set()
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         p = sysconfig.get_paths().get(key)
@@ -68,7 +69,8 @@ def _excluded_prefixes() -> tuple[str, ...]:
     user_site = getattr(site, "USER_SITE", None)
     if user_site:
         paths.add(user_site)
-    paths.update({sys.prefix, sys.base_prefix, sys.exec_prefix})
+    # Not sys.prefix itself: with a system Python (/usr) the app may well
+    # live under it (/usr/src/app).
     paths.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # forkserve/
     return tuple(sorted({os.path.realpath(p) + os.sep for p in paths}))
 
@@ -100,6 +102,9 @@ def watch_roots(app: str | None, pythonpath: Iterable[str]) -> list[str]:
             # A package: the directory holding it (its siblings are
             # usually the project's other modules).
             add(os.path.dirname(where) if spec.submodule_search_locations else where)
+        elif spec is not None and spec.submodule_search_locations:  # a namespace package
+            for where in spec.submodule_search_locations:
+                add(os.path.dirname(where))
     return roots
 
 
@@ -165,12 +170,13 @@ class Watcher:
     """
 
     def __init__(self, roots: list[str], extra: list[str], engine: str,
-                 wake: Callable[[], None], log) -> None:
+                 wake: Callable[[], None], log: logging.Logger) -> None:
         self.roots = roots
         self.extra = list(extra)
         self.wake = wake
         self.log = log
         self.changed: list[str] = []
+        self.notes: list[str] = []   # warnings from the thread, logged by take()
         self.engine = self._choose(engine)
         self._thread: threading.Thread | None = None
 
@@ -203,13 +209,16 @@ class Watcher:
 
     def take(self) -> list[str]:
         """The changed paths reported since the last call (master loop)."""
+        while self.notes:
+            self.log.warning("reload: %s", self.notes.pop(0))
         if not self.changed:
             return []
         taken, self.changed = self.changed, []
         return sorted(set(taken))
 
     def _report(self, paths: Iterable[str]) -> None:
-        self.changed.extend(paths)
+        # One C-level extend of a list: atomic against take() in the loop.
+        self.changed.extend(list(paths))
         self.wake()
 
     # -- engines (run in the thread) -------------------------------------
@@ -269,7 +278,15 @@ class Watcher:
                         return not any(p.startswith(".") or p in _SKIP_DIRS for p in parts)
             return any(fnmatch.fnmatch(path, p) for p in patterns)
 
-        for changes in watchfiles.watch(*top, watch_filter=relevant, debounce=int(MAX_BURST * 1000),
-                                        step=int(QUIET * 1000), raise_interrupt=False,
-                                        ignore_permission_denied=True):
-            self._report(path for _, path in changes)
+        try:
+            for changes in watchfiles.watch(*top, watch_filter=relevant,
+                                            debounce=int(MAX_BURST * 1000),
+                                            step=int(QUIET * 1000), raise_interrupt=False,
+                                            ignore_permission_denied=True):
+                self._report(path for _, path in changes)
+        except Exception as exc:  # e.g. the inotify watch limit: poll instead
+            self.notes.append(f"watchfiles failed ({type(exc).__name__}: {exc}); polling "
+                              f"every {POLL_INTERVAL:.0f}s instead")
+            self.engine = "poll"
+            self.wake()
+            self._poll(files)
