@@ -38,6 +38,7 @@ from .master.reexec import Reexec
 from .master.reload import Generations
 from .master.respawn import SPACING, RespawnPolicy
 from .master.signals import NAMES, SignalInbox
+from .master.watcher import Watcher, watch_roots
 from .sockets import Listener, close_listeners, create_listeners, inherited_fds
 from .systemd import Notifier
 
@@ -78,6 +79,7 @@ class Arbiter:
         self.reexec = Reexec(self)
         self.respawn = RespawnPolicy()
         self.notifier = Notifier()
+        self.watcher: Watcher | None = None   # reload: the app's files
         # The control listener (metrics, readiness) will register its
         # sockets here: fd -> what to call when it is readable.
         self.readers: dict[int, Callable[[], None]] = {}
@@ -136,6 +138,11 @@ class Arbiter:
             self.reloads.keep_modules |= frozenset(sys.modules)
             self.app = self.load_app()
             self.log.info("Preloaded the app: %s", detect_kind(self.app))
+        if cfg.reload:
+            self.watcher = Watcher(watch_roots(cfg.wsgi_app, cfg.pythonpath),
+                                   cfg.reload_extra_files, cfg.reload_engine,
+                                   self.signals.wake, self.log)
+            self.watcher.start()
 
     def set_title(self, title: str) -> None:
         self.title = title
@@ -182,6 +189,7 @@ class Arbiter:
             self.manage_workers()
             while True:
                 self.handle_signals()
+                self.handle_file_changes()
                 self.sleep()
                 self.notifier.tick()
                 self.reap_workers()
@@ -215,6 +223,16 @@ class Arbiter:
             name = NAMES[sig]
             self.log.info("Handling signal: %s%s", name, f" (x{count})" if count > 1 else "")
             getattr(self, f"handle_{name}")(count)
+
+    def handle_file_changes(self) -> None:
+        """reload: the app's files changed; roll the workers as a HUP does."""
+        changed = self.watcher.take() if self.watcher is not None else []
+        if not changed or self.stopping:
+            return
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more"
+                                          if len(changed) > 3 else "")
+        self.log.info("Reloading: %s changed", shown)
+        self.reloads.request()
 
     def sleep(self) -> None:
         """Wait for a signal, a control socket, or the next tick."""

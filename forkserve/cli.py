@@ -301,13 +301,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         _daemonize(cfg.enable_stdio_inheritance)
 
     from .arbiter import Arbiter
-    from .logging import capture_output, setup_logging
+    from .logconfig import LogConfigError, configure_logging
+    from .logging import capture_output
 
     capture_output(cfg.capture_output)
     try:
-        setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+        configure_logging(cfg)
     except OSError as exc:
         _fail(f"errorlog/accesslog: cannot open: {exc}", EXIT_USAGE)
+    except LogConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
     _log_notes(cfg)
     start_cwd = os.getcwd()
     if cfg.chdir:

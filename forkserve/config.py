@@ -171,6 +171,39 @@ def worker_class_name(v: Any) -> str:
     raise ValueError(f"{SUPPORTED}, got {v!r}")
 
 
+def files_or_patterns(v: Any) -> list[str]:
+    """Existing files, or glob patterns (``*``, ``?``, ``[``; re-expanded
+    on each scan, so they may match nothing yet), as gunicorn takes them:
+    relative to the directory forkserve starts in, not to chdir."""
+    items = string_list(v)
+    for item in items:
+        if not any(c in item for c in "*?[") and not os.path.isfile(item):
+            raise ValueError(f"no such file: {item!r}")
+    return [os.path.abspath(item) for item in items]
+
+
+def dictionary(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError(f"expected a dict, got {v!r}")
+    return v
+
+
+def syslog_address(v: Any) -> str:
+    """udp://HOST[:PORT], tcp://HOST[:PORT] or unix://PATH[#dgram|#stream]."""
+    from .logconfig import parse_syslog_address
+
+    parse_syslog_address(string(v))
+    return v
+
+
+def syslog_facility(v: Any) -> str:
+    from .logconfig import SYSLOG_FACILITIES
+
+    if _is_str(v) and v.strip().lower() in SYSLOG_FACILITIES:
+        return v.strip().lower()
+    raise ValueError(f"expected a syslog facility ({', '.join(SYSLOG_FACILITIES)}), got {v!r}")
+
+
 def string_list(v: Any) -> list[str]:
     """A list of strings; a single string is split on commas."""
     if _is_str(v):
@@ -487,6 +520,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preload_app", "server", boolean, False,
             "Import the app in the master before forking (shares memory; HUP then reloads it in the master).",
             ("--preload",), is_flag=True, gunicorn=""),
+    Setting("reload", "server", boolean, False,
+            "Watch the app's .py files (and reload_extra_files) and roll the workers as a "
+            "HUP does when one changes; an edit that breaks the import leaves the old "
+            "workers serving. For development.",
+            ("--reload",), is_flag=True,
+            gunicorn="the master watches and rolls the workers gracefully, with preload_app "
+                     "too; a broken edit keeps the old workers (gunicorn: each worker watches "
+                     "and exits, a broken edit serves its traceback)"),
+    Setting("reload_engine", "server", choice("auto", "poll", "inotify"), "auto",
+            "auto: watchfiles when installed (pip install 'forkserve[reload]'), else "
+            "polling modification times each second; poll; inotify (watchfiles).",
+            ("--reload-engine",), "ENGINE",
+            gunicorn="inotify and auto use the watchfiles package (gunicorn: inotify); "
+                     "inotify without it polls, with a warning"),
+    Setting("reload_extra_files", "server", files_or_patterns, [],
+            "More files reload watches (templates, config): paths, or glob patterns "
+            "re-expanded on each scan; repeat the flag for several.",
+            ("--reload-extra-file",), "FILE", multiple=True, gunicorn=""),
     Setting("chdir", "server", optional_string, None,
             "Change to this directory before loading the app.",
             ("--chdir",), "DIR", gunicorn=""),
@@ -527,6 +578,38 @@ SETTINGS: tuple[Setting, ...] = (
             "Error log level: debug, info, warning (or warn), error, critical (or fatal).",
             ("--log-level",), "LEVEL",
             gunicorn="another value is refused (gunicorn logs at info instead)"),
+    Setting("logconfig_dict", "logging", dictionary, {},
+            "A logging.config.dictConfig dict laid over gunicorn's defaults (key by key), "
+            "its loggers gunicorn.error and gunicorn.access (forkserve's error and access "
+            "logs hand their records to them). Handlers it makes may block.",
+            gunicorn=""),
+    Setting("logconfig_json", "logging", optional_string, None,
+            "A JSON file holding such a dict (used when logconfig_dict is not set).",
+            ("--log-config-json",), "FILE",
+            gunicorn="a missing file is refused (gunicorn: ignored)"),
+    Setting("logconfig", "logging", optional_string, None,
+            "A logging.config.fileConfig ini file (used when neither of the above is set).",
+            ("--log-config",), "FILE", gunicorn=""),
+    Setting("syslog", "logging", boolean, False,
+            "Send the error log, and the access log unless "
+            "disable_redirect_access_to_syslog, to syslog at syslog_addr as well.",
+            ("--log-syslog",), is_flag=True,
+            gunicorn="the tag starts 'forkserve.' (gunicorn: 'gunicorn.'); datagrams are "
+                     "sent without blocking"),
+    Setting("syslog_addr", "logging", syslog_address, "udp://localhost:514",
+            "Where syslog goes: udp://HOST[:PORT], tcp://HOST[:PORT], "
+            "unix://PATH[#dgram|#stream] (/dev/log for the local daemon).",
+            ("--log-syslog-to",), "ADDRESS", gunicorn=""),
+    Setting("syslog_prefix", "logging", optional_string, None,
+            "The syslog tag's middle part: forkserve.PREFIX.error (default: proc_name or "
+            "the app).",
+            ("--log-syslog-prefix",), "PREFIX", gunicorn=""),
+    Setting("syslog_facility", "logging", syslog_facility, "user",
+            "syslog facility: user, daemon, local0 ... local7, ...",
+            ("--log-syslog-facility",), "FACILITY", gunicorn=""),
+    Setting("disable_redirect_access_to_syslog", "logging", boolean, False,
+            "With syslog: keep the access log out of it.",
+            ("--disable-redirect-access-to-syslog",), is_flag=True, gunicorn=""),
     Setting("capture_output", "logging", boolean, False,
             "Send the stdout and stderr of the master and workers (print(), what C "
             "libraries write) to the errorlog file; nothing changes when errorlog is '-'.",

@@ -77,26 +77,18 @@ def _same(value: Any, quiet: Any) -> bool:
 _TLS = ("forkserve does not terminate TLS yet: put a TLS proxy in front (nginx, a load "
         "balancer) and list it in forwarded_allow_ips")
 _TLS_ONLY = "used only with certfile, and forkserve does not terminate TLS yet"
-_SYSLOG = ("forkserve does not send to syslog: the error log goes to errorlog "
-           "('-' is stderr, which journald collects)")
 _STATSD = "forkserve sends no statsd metrics yet"
-_LOGCONFIG = ("forkserve writes its error and access logs itself: set errorlog, accesslog, "
-              "loglevel, access_log_format (the app's own logging stays the app's)")
+_LOGCONFIG = ("forkserve has no logger class to replace: shape the logs with logconfig_dict "
+              "(or logconfig, logconfig_json) targeting gunicorn.error and gunicorn.access, "
+              "or errorlog, accesslog, access_log_format")
 _STRICT = "forkserve's request reader stays strict: such requests get 400"
 _H1 = "forkserve speaks HTTP/1.1 only"
 _DIRTY = "used only with dirty_apps, which forkserve does not run"
 _CONTROL = "forkserve has no control socket: control it with signals (see Signals)"
-_RELOAD = ("forkserve does not watch files yet: send HUP to the master to load new code "
-           "(no request fails)")
 _BOOL = (False, "false")
 
 _FOREIGN: tuple[Foreign, ...] = (
     # -- debugging
-    Foreign("reload", Outcome.NO_EFFECT, _RELOAD, _BOOL, ("--reload",), is_flag=True),
-    Foreign("reload_engine", Outcome.NO_EFFECT, _RELOAD, ("auto",), ("--reload-engine",),
-            needs="reload"),
-    Foreign("reload_extra_files", Outcome.NO_EFFECT, _RELOAD, ([], ()),
-            ("--reload-extra-file",), multiple=True, needs="reload"),
     Foreign("spew", Outcome.NO_EFFECT,
             "forkserve has no line tracer: run the app under a debugger instead", _BOOL,
             ("--spew",), is_flag=True),
@@ -141,20 +133,8 @@ _FOREIGN: tuple[Foreign, ...] = (
     Foreign("casefold_http_method", Outcome.NO_EFFECT, _STRICT, _BOOL,
             ("--casefold-http-method",), is_flag=True),
     # -- logging
-    Foreign("disable_redirect_access_to_syslog", Outcome.NO_EFFECT, _SYSLOG, _BOOL,
-            ("--disable-redirect-access-to-syslog",), is_flag=True, needs="syslog"),
     Foreign("logger_class", Outcome.NO_EFFECT, _LOGCONFIG,
             ("gunicorn.glogging.Logger",), ("--logger-class",)),
-    Foreign("logconfig", Outcome.NO_EFFECT, _LOGCONFIG, (None,), ("--log-config",)),
-    Foreign("logconfig_dict", Outcome.NO_EFFECT, _LOGCONFIG, ({},)),
-    Foreign("logconfig_json", Outcome.NO_EFFECT, _LOGCONFIG, (None,), ("--log-config-json",)),
-    Foreign("syslog_addr", Outcome.NO_EFFECT, _SYSLOG, ("udp://localhost:514",),
-            ("--log-syslog-to",), needs="syslog"),
-    Foreign("syslog", Outcome.NO_EFFECT, _SYSLOG, _BOOL, ("--log-syslog",), is_flag=True),
-    Foreign("syslog_prefix", Outcome.NO_EFFECT, _SYSLOG, (None,), ("--log-syslog-prefix",),
-            needs="syslog"),
-    Foreign("syslog_facility", Outcome.NO_EFFECT, _SYSLOG, ("user",),
-            ("--log-syslog-facility",), needs="syslog"),
     Foreign("statsd_host", Outcome.NO_EFFECT, _STATSD, (None,), ("--statsd-host",)),
     Foreign("dogstatsd_tags", Outcome.NO_EFFECT, _STATSD, ("",), ("--dogstatsd-tags",),
             needs="statsd_host"),

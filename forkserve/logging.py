@@ -358,9 +358,23 @@ def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
 
 
 def reopen_logs() -> None:
-    """Reopen log files (USR1): logrotate has moved them away."""
+    """Reopen log files (USR1): logrotate has moved them away.  The
+    ``logging.FileHandler``s of a user's logging config too, as gunicorn
+    reopens them."""
     for h in _handlers():
         h.reopen()
+    for logger in [logging.getLogger(), *(logging.getLogger(name) for name in
+                                          list(logging.root.manager.loggerDict))]:
+        for fh in logger.handlers:
+            if isinstance(fh, logging.FileHandler) and fh.stream is not None:
+                fh.acquire()
+                try:
+                    fh.close()
+                    fh.stream = fh._open()
+                except OSError:
+                    pass  # reopened at its next line
+                finally:
+                    fh.release()
     for h in error_log.handlers:
         if isinstance(h, _FDHandler):
             _capture_into(h)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..app import load_app
-from ..logging import setup_logging
+from ..logconfig import LogConfigError, configure_logging
 
 if TYPE_CHECKING:
     from ..arbiter import Arbiter
@@ -71,7 +71,10 @@ class Generations:
                 arbiter.notifier.ready(arbiter.status_line() + "; last reload failed")
                 return
             arbiter.cfg = cfg
-            setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+            try:
+                configure_logging(cfg)
+            except (LogConfigError, OSError) as exc:
+                log.error("Reload: the logging settings were not applied: %s", exc)
             if cfg.bind != old_bind:
                 log.warning("bind changed; new addresses need a restart or USR2 "
                             "(still listening on %s)", ", ".join(map(str, arbiter.listeners)))

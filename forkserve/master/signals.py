@@ -93,6 +93,13 @@ class SignalInbox:
         signal.set_wakeup_fd(self.pipe_w, warn_on_full_buffer=False)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORK_BLOCKED)
 
+    def wake(self) -> None:
+        """Wake the loop from another thread (the reload watcher)."""
+        try:
+            os.write(self.pipe_w, b"w")
+        except OSError:  # full: the loop wakes anyway; closed: stopping
+            pass
+
     def _received(self, sig: int, frame: Any) -> None:
         self.pending.add(sig)
 

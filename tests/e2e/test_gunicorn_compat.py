@@ -260,6 +260,37 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 """
 
+LOGGING_TO_FILES = """\
+import os
+
+bind = "127.0.0.1:@PORT@"
+LOG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logs")
+os.makedirs(LOG_DIR, exist_ok=True)
+
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_file"], "propagate": False,
+                           "qualname": "gunicorn.error"},
+        "gunicorn.access": {"level": "INFO", "handlers": ["access_file"], "propagate": False,
+                            "qualname": "gunicorn.access"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "error"},
+        "error_file": {"class": "logging.FileHandler", "formatter": "error",
+                       "filename": os.path.join(LOG_DIR, "error.log")},
+        "access_file": {"class": "logging.FileHandler", "formatter": "access",
+                        "filename": os.path.join(LOG_DIR, "access.log")},
+    },
+    "formatters": {
+        "error": {"format": "ERROR-LOG %(name)s %(levelname)s %(message)s"},
+        "access": {"format": "ACCESS %(name)s %(message)s"},
+    },
+}
+"""
+
 CASES = [
     Case("docker-image-conf-uvicorn-worker",
          "-c gunicorn_conf.py -k uvicorn.workers.UvicornWorker compat_asgi:app",
@@ -299,7 +330,15 @@ CASES = [
          answer=b"hooked", then_files={"ready.marker": ("ready",)}),
     Case("logging-dict", "-c config/gunicorn.py compat_wsgi:application",
          files={"config/gunicorn.py": LOGGING_DICT}, env={"LOG_LEVEL": "INFO"},
-         warnings=("logconfig_dict = {'version': 1, ",)),
+         logged=('"level": "INFO", "message": "Booting worker with pid',)),
+    Case("logging-dict-to-files", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": LOGGING_TO_FILES},
+         then_files={"logs/access.log": ("ACCESS gunicorn.access 127.0.0.1 - - [",
+                                         '"GET / HTTP/1.1" 200 9 "-"'),
+                     "logs/error.log": ("ERROR-LOG gunicorn.error INFO Booting worker with pid",
+                                        "ERROR-LOG gunicorn.error INFO Listening at: ")}),
+    Case("syslog-udp", "--log-syslog --log-syslog-to udp://127.0.0.1:9 --log-syslog-prefix app "
+         "--log-syslog-facility local0 -b 127.0.0.1:@PORT@ compat_wsgi:application"),
     Case("capture-output-to-log-files", "--config gunicorn_config.py compat_wsgi:application",
          files={"gunicorn_config.py": textwrap.dedent("""\
              bind = "127.0.0.1:@PORT@"
@@ -423,7 +462,7 @@ CASES = [
          "--bind unix:@DIR@/app.sock --umask 007 -w 2 compat_wsgi:application",
          unix="app.sock"),
     Case("dev-reload", "--reload --bind 127.0.0.1:@PORT@ compat_wsgi:application",
-         warnings=("reload = True has no effect: forkserve does not watch files yet",)),
+         logged=("reload: watching",)),
     Case("statsd", "-c gunicorn.conf.py compat_wsgi:application",
          files={"gunicorn.conf.py": textwrap.dedent("""\
              import os
@@ -834,9 +873,54 @@ def test_hup_reads_gunicorn_conf_py_again(forkserve, tmp_path):
 def test_check_config_prints_the_warnings():
     from conftest import run_forkserve
 
-    proc = run_forkserve("--check-config", "--reload", "--worker-tmp-dir", "/dev/shm",
+    proc = run_forkserve("--check-config", "--spew", "--worker-tmp-dir", "/dev/shm",
                          "compat_wsgi:application")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("forkserve: warning: ") for line in lines)
-    assert "reload = True has no effect" in proc.stderr and "config OK" in proc.stdout
+    assert "spew = True has no effect" in proc.stderr and "config OK" in proc.stdout
+
+
+_DEV_APP = """\
+def application(environ, start_response):
+    body = {answer!r}
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+@pytest.mark.timeout(120)
+def test_reload_picks_up_an_edit_under_both(short_tmp):
+    """--reload: an edit of the app file is served soon after, under both
+    (gunicorn restarts its workers; forkserve rolls them as on HUP)."""
+    for server in SERVERS:
+        workdir = short_tmp / server
+        workdir.mkdir()
+        app_file = workdir / "dev_app.py"
+        app_file.write_text(_DEV_APP.format(answer=b"v1"))
+        port = free_port()
+        with open(workdir / "out.log", "wb") as out:
+            proc = _start(server, workdir, ["--reload", "-b", f"127.0.0.1:{port}",
+                                            "dev_app:application"], out)
+        try:
+            assert _served(port) == b"200 v1", (server, (workdir / "out.log").read_text())
+            time.sleep(1.5)  # gunicorn's poller takes its first snapshot after boot
+            tmp = workdir / "dev_app.py.new"
+            tmp.write_text(_DEV_APP.format(answer=b"v2"))
+            tmp.replace(app_file)
+            deadline = time.monotonic() + 20
+            answer = b""
+            while time.monotonic() < deadline and answer != b"200 v2":
+                answer = _served(port)
+                time.sleep(0.2)
+            assert answer == b"200 v2", (server, (workdir / "out.log").read_text()[-3000:])
+        finally:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+            _kill_tree(proc.pid)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -189,12 +189,13 @@ def test_a_hint_never_points_at_a_different_kind_of_thing(tmp_path):
 
 
 def test_exact_gunicorn_names_get_their_own_message_never_a_hint(tmp_path):
-    cfg = _load(tmp_path, "worker_tmp_dir = '/dev/shm'\nreload = True\nspew = False\n")
+    cfg = _load(tmp_path, "worker_tmp_dir = '/dev/shm'\nspew = True\nreload = True\n")
     lines = _warnings(cfg)
     assert len(lines) == 2
     assert all("did you mean" not in line for line in lines)
-    assert any(line.startswith("reload = True has no effect: forkserve does not watch files")
+    assert any(line.startswith("spew = True has no effect: forkserve has no line tracer")
                for line in lines)
+    assert cfg.reload is True
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, "keyfile = '/etc/ssl/key.pem'\n")
     assert "did you mean" not in str(info.value) and "put a TLS proxy in front" in str(info.value)
@@ -402,10 +403,10 @@ def test_unknown_flags_get_only_typo_hints(flag, message):
 
 
 @pytest.mark.parametrize("args, warned", [
-    (["--reload"], "reload = True has no effect"),
+    (["--spew"], "spew = True has no effect"),
     (["--no-sendfile"], "sendfile = False has no effect"),
     (["--worker-tmp-dir", "/dev/shm"], "worker_tmp_dir = '/dev/shm' has no effect"),
-    (["--log-syslog"], "syslog = True has no effect"),
+    (["--logger-class", "app.Logger"], "logger_class = 'app.Logger' has no effect"),
     (["--statsd-host", "127.0.0.1:8125", "--statsd-prefix", "app"],
      "statsd_host = '127.0.0.1:8125' has no effect"),
     (["--certfile", "", "--ciphers", "ECDHE"], None),
