@@ -98,8 +98,10 @@ class LoadResult:
     errors: Counter = field(default_factory=Counter)
     bodies: Counter = field(default_factory=Counter)
     failures: list = field(default_factory=list)  # (time, local address, error, timings...)
-    #: (wall-clock start, seconds) of every answered request
+    #: (wall-clock start, seconds) of every answered request, and beside
+    #: each the second word of its body (the answering host, for the bed)
     latencies: list = field(default_factory=list)
+    tags: list = field(default_factory=list)
     posts: int = 0
 
     @property
@@ -108,10 +110,13 @@ class LoadResult:
         same request again, not a new one)."""
         return self.ok + self.failed
 
-    def percentile(self, q: float, since: float = 0.0, until: float = float("inf")) -> float:
+    def percentile(self, q: float, since: float = 0.0, until: float = float("inf"),
+                   tags: set[str] | None = None) -> float:
         """The ``q`` quantile (0..1) of the latencies of requests started in
-        [since, until], in seconds (0.0 if none)."""
-        picked = sorted(d for t, d in self.latencies if since <= t <= until)
+        [since, until] (and tagged one of ``tags``), in seconds (0.0 if none)."""
+        tagged = self.tags if len(self.tags) == len(self.latencies) else [""] * len(self.latencies)
+        picked = sorted(d for (t, d), tag in zip(self.latencies, tagged)
+                        if since <= t <= until and (tags is None or tag in tags))
         if not picked:
             return 0.0
         return picked[min(len(picked) - 1, int(q * len(picked)))]
@@ -121,7 +126,7 @@ class LoadResult:
                 "posts": self.posts, "errors": dict(self.errors),
                 "bodies": {k.decode("latin-1"): v for k, v in self.bodies.items()},
                 "failures": [list(map(str, f)) for f in self.failures],
-                "latencies": self.latencies}
+                "latencies": self.latencies, "tags": self.tags}
 
     @classmethod
     def from_json(cls, data: dict) -> "LoadResult":
@@ -130,6 +135,7 @@ class LoadResult:
                      bodies=Counter({k.encode("latin-1"): v for k, v in data["bodies"].items()}),
                      failures=data["failures"])
         result.latencies = [tuple(x) for x in data["latencies"]]
+        result.tags = data.get("tags", [])
         return result
 
     def __str__(self) -> str:
@@ -180,6 +186,8 @@ class Load:
                 self.result.ok += 1
                 self.result.bodies[body[:40]] += 1
                 self.result.latencies.append((started, took))
+                words = body.split(b" ", 2)
+                self.result.tags.append(words[1].decode("latin-1") if len(words) > 1 else "")
             elif outcome == "retry":
                 self.result.retried += 1
             else:
