@@ -169,6 +169,9 @@ class NetBed:
         self.balancer_proc: subprocess.Popen | None = None
         self.balancer_kind = ""
         self.check_path = "/"
+        #: False: the balancer never resends a request (to show what
+        #: forkserve's drain alone does); the shipped configs resend.
+        self.retries = True
         self._next_octet = 11
         self._closed = False
 
@@ -345,6 +348,9 @@ class NetBed:
             "    log /dev/log local0\n": "",
             "    daemon\n": "",
         }
+        if not self.retries:
+            replace.update({"    retries 3\n": "    retries 0\n", "    option redispatch 1\n": "",
+                            "    retry-on conn-failure empty-response\n": "    retry-on none\n"})
         for old, new in replace.items():
             assert old in text, f"conf/haproxy.cfg: {old!r} not found"
             text = text.replace(old, new)
@@ -369,7 +375,7 @@ class NetBed:
         site = (ROOT / "conf" / "nginx.conf").read_text()
         servers = "".join(f"    server {a.addr}:{APP_PORT} max_fails=1 fail_timeout=2s;\n"
                           for a in (self.apps if apps is None else apps))
-        site, n = re.subn(r"(?m)(upstream forkserve_hosts \{\n(?:    #.*\n)*)(?:    server .*\n)+",
+        site, n = re.subn(r"(?m)(upstream forkserve_hosts \{\n(?:    (?!server ).*\n)*)(?:    server .*\n)+",
                           lambda m: m.group(1) + servers, site, count=1)
         assert n == 1, "conf/nginx.conf: no forkserve_hosts upstream"
         # Only the multi-host upstream is used; the unix-socket one stays as shipped.
@@ -377,6 +383,9 @@ class NetBed:
         site = site.replace("server unix:/run/forkserve/forkserve.sock",
                             f"server unix:{self.workdir}/unused.sock")
         site = site.replace("listen 80;", f"listen {self.balancer.addr}:{FRONT_PORT};")
+        if not self.retries:
+            assert "proxy_next_upstream error timeout;" in site
+            site = site.replace("proxy_next_upstream error timeout;", "proxy_next_upstream off;")
         prefix = self.workdir / "nginx"
         prefix.mkdir(exist_ok=True)
         return f"""

@@ -37,6 +37,7 @@ class Scenario:
     check_path: str = "/"
     pre_term: Callable[[NetBed, AppHost], None] | None = None
     needs: str = ""  # why it cannot run yet ("" when it can)
+    balancer_retries: bool = True  # False: the balancer never resends a request
 
 
 @dataclass
@@ -162,6 +163,8 @@ def slow_host(bed: NetBed) -> dict:
 
 SCENARIOS = {
     "rolling-hup": Scenario("rolling HUP after a code change", rolling_hup),
+    "rolling-hup-no-retries": Scenario("rolling HUP, the balancer resending nothing",
+                                       rolling_hup, balancer_retries=False),
     "rolling-usr2": Scenario("rolling USR2 upgrade + TERM of the old master", rolling_usr2),
     "rolling-restart": Scenario("rolling TERM + start", rolling_restart),
     "rolling-restart-readyz": Scenario("rolling TERM + start, with readiness", rolling_restart,
@@ -181,6 +184,7 @@ def run(workdir: Path, key: str, balancer: str, kind: str) -> Outcome:
     the scenario's change; the numbers of the load during it."""
     scenario = SCENARIOS[key]
     with NetBed(workdir, kind=kind) as bed:
+        bed.retries = scenario.balancer_retries
         bed.start_apps(3)
         if balancer == "haproxy":
             bed.start_haproxy(scenario.check_path)
