@@ -253,6 +253,11 @@ class Load:
                 continue
             if status >= 500 or status < 200:
                 self._count("fail", f"status {status}")
+                with self.lock:
+                    self.result.failures.append(
+                        (started, local, f"status {status}", "POST" if is_post else "GET",
+                         f"send->answer {time.monotonic() - sent:.3f}s",
+                         "reused" if reused else "new"))
             else:
                 self._count("ok", body=body, started=started, took=time.monotonic() - sent)
                 if is_post:
