@@ -100,8 +100,8 @@ class LoadResult:
     failures: list = field(default_factory=list)  # (time, local address, error, timings...)
     #: (wall-clock start, seconds) of every answered request, and beside
     #: each the second word of its body (the answering host, for the bed)
-    latencies: list = field(default_factory=list)
-    tags: list = field(default_factory=list)
+    latencies: list = field(default_factory=list, repr=False)
+    tags: list = field(default_factory=list, repr=False)
     posts: int = 0
 
     @property

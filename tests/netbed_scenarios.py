@@ -38,6 +38,8 @@ class Scenario:
     pre_term: Callable[[NetBed, AppHost], None] | None = None
     needs: str = ""  # why it cannot run yet ("" when it can)
     balancer_retries: bool = True  # False: the balancer never resends a request
+    #: the client: keep-alive connections, new-connection clients, every Nth a POST
+    load: tuple[int, int, int] = (4, 2, 2)
 
 
 @dataclass
@@ -65,6 +67,18 @@ def rolling_hup(bed: NetBed) -> dict:
     for app in bed.apps:
         bed.deploy(app, "v2")
         bed.hup(app)
+    return {}
+
+
+def hup_storm(bed: NetBed) -> dict:
+    """Ten rolling HUPs in a row: thirty drains, each meeting the balancer's
+    idle upstream connections (a drain that closed them at once loses a few
+    requests to the keep-alive race here; a single rolling HUP rarely hits it)."""
+    for app in bed.apps:
+        bed.deploy(app, "v2")
+    for _ in range(10):
+        for app in bed.apps:
+            bed.hup(app)
     return {}
 
 
@@ -165,6 +179,8 @@ SCENARIOS = {
     "rolling-hup": Scenario("rolling HUP after a code change", rolling_hup),
     "rolling-hup-no-retries": Scenario("rolling HUP, the balancer resending nothing",
                                        rolling_hup, balancer_retries=False),
+    "hup-storm-no-retries": Scenario("10 rolling HUPs, the balancer resending nothing",
+                                     hup_storm, balancer_retries=False, load=(8, 0, 2)),
     "rolling-usr2": Scenario("rolling USR2 upgrade + TERM of the old master", rolling_usr2),
     "rolling-restart": Scenario("rolling TERM + start", rolling_restart),
     "rolling-restart-readyz": Scenario("rolling TERM + start, with readiness", rolling_restart,
@@ -190,7 +206,7 @@ def run(workdir: Path, key: str, balancer: str, kind: str) -> Outcome:
             bed.start_haproxy(scenario.check_path)
         else:
             bed.start_nginx()
-        with bed.load() as change:
+        with bed.load(*scenario.load) as change:
             if scenario.pre_term is not None:
                 extra = scenario.action(bed, scenario.pre_term)
             else:

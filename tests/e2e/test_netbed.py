@@ -53,15 +53,13 @@ def test_change_under_load_behind_balancer(tmp_path, key, balancer, kind):
     detail = f"{record}\n{result.failures[:10]}\n{outcome.bed_logs}"
     assert result.ok > 200 and result.posts > 50, detail
     if scenario.zero_failures:
-        if key == "rolling-restart" and result.failed:
-            pytest.xfail(f"waiting for issue 14 (readiness, drain_delay): {result.failed} of "
-                         f"{result.requests} requests failed in a rolling restart without "
-                         f"readiness: {dict(result.errors)}")
-        assert result.failed == 0, detail
+        failed = result.failed
+        assert failed == 0, detail
     else:
         # Only what was in flight on the dead host may fail: at most one
         # request per client connection (6).
-        assert result.failed <= 6, detail
+        failed = result.failed
+        assert failed <= 6, detail
     if "slow" in outcome.extra:
         before = record["others_p99_before_ms"]
         assert record["others_p99_throttled_ms"] <= max(3 * before, before + 50), detail
