@@ -37,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -122,7 +122,7 @@ class Change:
         return 1000 * self.result.percentile(0.99, self.started, self.ended)
 
 
-class Load:
+class RemoteLoad:
     """tests/loadgen.py running on the client host against the balancer;
     :meth:`stop` ends it and reads its result."""
 
@@ -472,7 +472,7 @@ http {{
     def load(self, keepalive: int = 4, fresh: int = 2, post_every: int = 2) -> Iterator[Change]:
         """Steady load from the client host while the body runs; the
         yielded Change is filled in when the block ends (window: the block)."""
-        load = Load(self, keepalive, fresh, post_every)
+        load = RemoteLoad(self, keepalive, fresh, post_every)
         change = Change(LoadResult())
         try:
             time.sleep(1.0)  # steady state before the change
