@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from . import statsd
 from .app import AppLoadError, detect_kind, load_app
 from .config import Config
 from .logging import error_log, reopen_logs
@@ -77,6 +78,7 @@ class Arbiter:
         self.reexec = Reexec(self)
         self.respawn = RespawnPolicy()
         self.notifier = Notifier()
+        self.statsd_metrics = statsd.MasterMetrics()
         # The control listener (metrics, readiness) will register its
         # sockets here: fd -> what to call when it is readable.
         self.readers: dict[int, Callable[[], None]] = {}
@@ -187,6 +189,7 @@ class Arbiter:
                 self.reloads.check()
                 self.manage_workers()
                 self.check_ready()
+                self.send_metrics()
         except StopIteration:
             self.halt()
         except KeyboardInterrupt:
@@ -336,6 +339,12 @@ class Arbiter:
             # The oldest go first, as in gunicorn.
             for rec in sorted(current, key=lambda w: w.age)[:-missing]:
                 self.pool.retire(rec)
+
+    def send_metrics(self) -> None:
+        """statsd (with statsd_host): the worker gauge, the backlog."""
+        socks = [lst.sock for lst in self.listeners] if self.cfg.enable_backlog_metric else []
+        self.statsd_metrics.tick(statsd.current(), len(self.pool.workers), socks,
+                                 time.monotonic())
 
     def reap_workers(self) -> None:
         for rec, how in self.pool.reap(self._other_child_exited):

@@ -291,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _daemonize(cfg.enable_stdio_inheritance)
 
     from .arbiter import Arbiter
+    from . import statsd
     from .logging import capture_output, setup_logging
 
     capture_output(cfg.capture_output)
@@ -298,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
     except OSError as exc:
         _fail(f"errorlog/accesslog: cannot open: {exc}", EXIT_USAGE)
+    statsd.configure(cfg)
     _log_notes(cfg)
     start_cwd = os.getcwd()
     if cfg.chdir:

@@ -79,7 +79,6 @@ _TLS = ("forkserve does not terminate TLS yet: put a TLS proxy in front (nginx, 
 _TLS_ONLY = "used only with certfile, and forkserve does not terminate TLS yet"
 _SYSLOG = ("forkserve does not send to syslog: the error log goes to errorlog "
            "('-' is stderr, which journald collects)")
-_STATSD = "forkserve sends no statsd metrics yet"
 _LOGCONFIG = ("forkserve writes its error and access logs itself: set errorlog, accesslog, "
               "loglevel, access_log_format (the app's own logging stays the app's)")
 _STRICT = "forkserve's request reader stays strict: such requests get 400"
@@ -173,13 +172,6 @@ _FOREIGN: tuple[Foreign, ...] = (
             needs="syslog"),
     Foreign("syslog_facility", Outcome.NO_EFFECT, _SYSLOG, ("user",),
             ("--log-syslog-facility",), needs="syslog"),
-    Foreign("statsd_host", Outcome.NO_EFFECT, _STATSD, (None,), ("--statsd-host",)),
-    Foreign("dogstatsd_tags", Outcome.NO_EFFECT, _STATSD, ("",), ("--dogstatsd-tags",),
-            needs="statsd_host"),
-    Foreign("statsd_prefix", Outcome.NO_EFFECT, _STATSD, ("",), ("--statsd-prefix",),
-            needs="statsd_host"),
-    Foreign("enable_backlog_metric", Outcome.NO_EFFECT, _STATSD, _BOOL,
-            ("--enable-backlog-metric",), is_flag=True, needs="statsd_host"),
     # -- process naming
     Foreign("default_proc_name", Outcome.NO_EFFECT,
             "process titles come from proc_name, or the app", ("gunicorn",)),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..app import load_app
+from .. import statsd
 from ..logging import setup_logging
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Generations:
                 return
             arbiter.cfg = cfg
             setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+            statsd.configure(cfg)
             if cfg.bind != old_bind:
                 log.warning("bind changed; new addresses need a restart or USR2 "
                             "(still listening on %s)", ", ".join(map(str, arbiter.listeners)))
