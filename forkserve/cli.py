@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     capture_output(cfg.capture_output)
     try:
-        setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+        setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog, cfg.log_format)
     except OSError as exc:
         _fail(f"errorlog/accesslog: cannot open: {exc}", EXIT_USAGE)
     statsd.configure(cfg)

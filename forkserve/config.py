@@ -451,6 +451,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log_format", "logging", string, _ACCESS_LOG_FORMAT,
             "Access log line, with gunicorn's atoms: h l u t r m U q H s b B f a T D M L p {header}i {header}o.",
             ("--access-logformat",), "FORMAT", gunicorn=""),
+    Setting("log_format", "logging", choice("text", "json"), "text",
+            "text: gunicorn's lines (access_log_format). json: one JSON object a line, in "
+            "the access log (time, remote_addr, user, method, path, query, protocol, status, "
+            "bytes, referer, user_agent, duration_us, duration, pid, and the {name}i, "
+            "{name}o, {name}e that access_log_format names) and in the error log (time, "
+            "level, pid, logger, message, exception).",
+            ("--log-format",), "FORMAT"),
     Setting("errorlog", "logging", log_target, "-",
             "Error log file, or - (or None) for stderr.",
             ("--error-logfile", "--log-file"), "FILE",

@@ -72,7 +72,7 @@ class Generations:
                 arbiter.notifier.ready(arbiter.status_line() + "; last reload failed")
                 return
             arbiter.cfg = cfg
-            setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+            setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog, cfg.log_format)
             statsd.configure(cfg)
             if cfg.bind != old_bind:
                 log.warning("bind changed; new addresses need a restart or USR2 "

@@ -89,7 +89,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.app = app
         self.log = error_log
-        self.access_log = AccessLog(cfg.access_log_format)
+        self.access_log = AccessLog(cfg.access_log_format, json=cfg.log_format == "json")
         # None unless statsd_host is set: then end_exchange sends each
         # request's metrics from this process's own socket.
         self.statsd = statsd_sender()
