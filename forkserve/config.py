@@ -478,10 +478,14 @@ SETTINGS: tuple[Setting, ...] = (
             gunicorn="several metrics of a request go in one datagram, one per line"),
     Setting("statsd_prefix", "logging", statsd_text(check_statsd_prefix), "",
             "Prefix for every statsd metric name (a trailing '.' is added).",
-            ("--statsd-prefix",), "PREFIX", gunicorn=""),
+            ("--statsd-prefix",), "PREFIX",
+            gunicorn="a one-letter prefix gets its '.' too (gunicorn: not); ':', '|', '@', "
+                     "'#' and spaces are refused"),
     Setting("dogstatsd_tags", "logging", statsd_text(check_statsd_tags), "",
             "dogstatsd tags added to every statsd metric: name:value,name2:value2.",
-            ("--dogstatsd-tags",), "TAGS", gunicorn=""),
+            ("--dogstatsd-tags",), "TAGS",
+            gunicorn="'|', '@', '#', spaces and non-ASCII are refused (gunicorn sends them, "
+                     "or fails on each send)"),
     Setting("enable_backlog_metric", "logging", boolean, False,
             "With statsd_host: send gunicorn.backlog, the connections waiting in the "
             "listen queues (Linux).",

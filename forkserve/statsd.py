@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import weakref
 from typing import Any
 
@@ -148,10 +149,15 @@ class Sender:
         self.packets = Packets(prefix, tags)
         self.sock: socket.socket | None = None
         self._connected = False
+        self._opening = threading.Lock()
         self.sent = 0                       # datagrams sent by this process
         self.errors: dict[str, int] = {}    # datagrams lost, by errno name
 
     def _open(self) -> socket.socket | None:
+        with self._opening:  # threads of a sync worker: one socket, not one each
+            return self.sock or self._open_socket()
+
+    def _open_socket(self) -> socket.socket | None:
         family, target = self.family, self.sockaddr
         try:
             if family == socket.AF_UNSPEC:

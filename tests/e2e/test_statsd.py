@@ -5,6 +5,7 @@ side with gunicorn 27 are in test_gunicorn_compat.py.)"""
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 
@@ -82,5 +83,40 @@ def test_an_app_error_counts_as_gunicorn_log_exception(forkserve, tmp_path, kind
         assert b"gunicorn.log.exception" in names, lines
         assert b"gunicorn.request.status.500" in names, lines
         assert b"gunicorn.log.error" not in names, lines
+    finally:
+        listener.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_reload_applies_new_statsd_settings(forkserve, tmp_path):
+    """HUP re-reads statsd_prefix from the config file: the new generation
+    of workers sends under the new prefix."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    conf = tmp_path / "conf.py"
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    def requests_under(prefix: str) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert server.get("/")[0] == 200
+            try:
+                while True:
+                    if f"{prefix}.gunicorn.requests:1|c".encode() in listener.recv(65536):
+                        return True
+            except socket.timeout:
+                pass
+        return False
+
+    try:
+        conf.write_text(f"statsd_host = {host!r}\nstatsd_prefix = 'one'\n")
+        server = forkserve(APPS["sync"], "-c", str(conf), "-w", "1")
+        old = server.wait_workers(1)
+        assert requests_under("one")
+        conf.write_text(f"statsd_host = {host!r}\nstatsd_prefix = 'two'\n")
+        server.signal(signal.SIGHUP)
+        server.wait_workers(1, exclude=set(old), timeout=20)
+        assert requests_under("two")
     finally:
         listener.close()
