@@ -85,10 +85,14 @@ def json_line(obj: dict[str, Any], limit: int = MAX_LINE - 1) -> str:
     if len(line) <= limit:
         return line
     obj = dict(obj, truncated=True)
-    strings = [(key, inner) for key, value in obj.items()
-               for inner in ([None] if isinstance(value, str) else
-                             list(value) if isinstance(value, dict) else [])
-               if inner is None or isinstance(value[inner], str)]
+    # Where the text is: a top-level string (key, None), or one in a group
+    # of headers (key, name).
+    strings: list[tuple[str, str | None]] = []
+    for key, value in obj.items():
+        if isinstance(value, str):
+            strings.append((key, None))
+        elif isinstance(value, dict):
+            strings += [(key, name) for name, v in value.items() if isinstance(v, str)]
 
     def get(key: str, inner: str | None) -> str:
         return obj[key] if inner is None else obj[key][inner]
