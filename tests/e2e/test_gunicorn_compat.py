@@ -797,10 +797,11 @@ _STATSD_RUNS = (("forkserve", "sync", "compat_wsgi:application"),
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("transport", ["udp", "unix"])
 def test_statsd_metrics_as_gunicorn_sends_them(short_tmp, transport):
-    """statsd_host, statsd_prefix and dogstatsd_tags under forkserve (both
-    worker kinds) and gunicorn 27 (sync and asgi) with the same settings:
-    the listener in the test gets the same request, status and worker
-    metrics, of the same types, prefixed and tagged the same way, and each
+    """statsd_host, statsd_prefix, dogstatsd_tags and enable_backlog_metric
+    under forkserve (both worker kinds) and gunicorn 27 (sync and asgi)
+    with the same settings: the listener in the test gets the same request,
+    status, worker and backlog metrics, of the same types, prefixed and
+    tagged the same way, and each
     counts exactly the requests sent (3 answered 200, 2 answered 404).
     gunicorn's asgi worker sends request metrics only with an access log,
     so every run has one."""
@@ -814,7 +815,8 @@ def test_statsd_metrics_as_gunicorn_sends_them(short_tmp, transport):
         port = free_port()
         args = ["-w", "2", "-k", kind, "-b", f"127.0.0.1:{port}", "--statsd-host", listener.address,
                 "--statsd-prefix", "compat", "--dogstatsd-tags", "env:test,service:compat",
-                "--access-logfile", str(workdir / "access.log"), app]
+                "--enable-backlog-metric", "--access-logfile", str(workdir / "access.log"),
+                app]
         with open(workdir / "output.log", "wb") as out:
             proc = _start(server, workdir, args, out)
         try:
@@ -827,7 +829,8 @@ def test_statsd_metrics_as_gunicorn_sends_them(short_tmp, transport):
                         and _total(metrics, prefix + "request.status.200")
                         + _total(metrics, prefix + "request.status.404") >= 5
                         and len([m for m in metrics if m[2] == "ms"]) >= 5
-                        and any(m[0] == prefix + "workers" for m in metrics))
+                        and any(m[0] == prefix + "workers" for m in metrics)
+                        and any(m[0] == prefix + "backlog" for m in metrics))
             metrics = listener.wait(done)
         finally:
             _kill_tree(proc.pid)
@@ -842,10 +845,12 @@ def test_statsd_metrics_as_gunicorn_sends_them(short_tmp, transport):
         assert len(durations) == 5 and all(0 <= d < 10_000 for d in durations), report
         assert {v for n, v, _, _ in metrics if n == prefix + "workers"} == {"2"}, report
         seen[run_id] = {(n, t, tags) for n, _, t, tags in metrics
-                        if n.startswith(prefix + "request") or n == prefix + "workers"}
+                        if n.startswith(prefix + "request") or n in (prefix + "workers",
+                                                                     prefix + "backlog")}
     expected = {(prefix + "requests", "c", "env:test,service:compat"),
                 (prefix + "request.status.200", "c", "env:test,service:compat"),
                 (prefix + "request.status.404", "c", "env:test,service:compat"),
                 (prefix + "request.duration", "ms", "env:test,service:compat"),
-                (prefix + "workers", "g", "env:test,service:compat")}
+                (prefix + "workers", "g", "env:test,service:compat"),
+                (prefix + "backlog", "h", "env:test,service:compat")}
     assert all(names == expected for names in seen.values()), seen
