@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from . import statsd
 from .app import AppLoadError, detect_kind, load_app
 from .config import Config
 from .hookobjects import ServerView
@@ -80,6 +81,7 @@ class Arbiter:
         self.respawn = RespawnPolicy()
         self.notifier = Notifier()
         self.watcher: Watcher | None = None   # reload: the app's files
+        self.statsd_metrics = statsd.MasterMetrics()
         # The control listener (metrics, readiness) will register its
         # sockets here: fd -> what to call when it is readable.
         self.readers: dict[int, Callable[[], None]] = {}
@@ -198,6 +200,7 @@ class Arbiter:
                 self.reloads.check()
                 self.manage_workers()
                 self.check_ready()
+                self.send_metrics()
         except StopIteration:
             self.halt()
         except KeyboardInterrupt:
@@ -357,6 +360,12 @@ class Arbiter:
             # The oldest go first, as in gunicorn.
             for rec in sorted(current, key=lambda w: w.age)[:-missing]:
                 self.pool.retire(rec)
+
+    def send_metrics(self) -> None:
+        """statsd (with statsd_host): the worker gauge, the backlog."""
+        socks = [lst.sock for lst in self.listeners] if self.cfg.enable_backlog_metric else []
+        self.statsd_metrics.tick(statsd.current(), len(self.pool.workers), socks,
+                                 time.monotonic())
 
     def reap_workers(self) -> None:
         for rec, how in self.pool.reap(self._other_child_exited):

@@ -301,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _daemonize(cfg.enable_stdio_inheritance)
 
     from .arbiter import Arbiter
+    from . import statsd
     from .logconfig import LogConfigError, configure_logging
     from .logging import capture_output
 
@@ -311,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _fail(f"errorlog/accesslog: cannot open: {exc}", EXIT_USAGE)
     except LogConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
+    statsd.configure(cfg)
     _log_notes(cfg)
     start_cwd = os.getcwd()
     if cfg.chdir:

@@ -28,6 +28,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .gunicorn_compat import FOREIGN, GUNICORN_NAMES, HOOK_NOTES, Foreign, Outcome
 from .sockets import parse_address
+from .statsd import check_prefix as check_statsd_prefix
+from .statsd import check_tags as check_statsd_tags
+from .statsd import parse_address as parse_statsd_address
 from .uvicorn_compat import SUPPORTED, is_class_path
 from .workers import registry as worker_registry
 
@@ -249,6 +252,21 @@ def env_list(v: Any) -> list[str]:
         if not _is_str(item) or "=" not in item or item.startswith("="):
             raise ValueError(f"expected KEY=VALUE, got {item!r}")
     return list(items)
+
+
+def statsd_address(v: Any) -> str | None:
+    """``statsd_host``: None, HOST:PORT, [IPV6]:PORT, HOST or unix:PATH."""
+    if v is None or (_is_str(v) and not v.strip()):
+        return None
+    parse_statsd_address(string(v).strip())  # raises ValueError saying what is expected
+    return v.strip()
+
+
+def statsd_text(check: Callable[[str], str]) -> Callable[[Any], str]:
+    """A statsd prefix or tag list: a string that keeps the datagram's form."""
+    def validate(v: Any) -> str:
+        return check("" if v is None else string(v))
+    return validate
 
 
 _LOG_LEVEL_ALIASES = {"warn": "warning", "fatal": "critical"}  # as Python's logging has them
@@ -570,6 +588,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("access_log_format", "logging", string, _ACCESS_LOG_FORMAT,
             "Access log line, with gunicorn's atoms: h l u t r m U q H s b B f a T D M L p {header}i {header}o.",
             ("--access-logformat",), "FORMAT", gunicorn=""),
+    Setting("log_format", "logging", choice("text", "json"), "text",
+            "text: gunicorn's lines (access_log_format). json: one JSON object a line, in "
+            "the access log (time, remote_addr, user, method, path, query, protocol, status, "
+            "bytes, referer, user_agent, duration_us, duration, pid, and the {name}i, "
+            "{name}o, {name}e that access_log_format names) and in the error log (time, "
+            "level, pid, logger, message, exception).",
+            ("--log-format",), "FORMAT"),
     Setting("errorlog", "logging", log_target, "-",
             "Error log file, or - (or None) for stderr.",
             ("--error-logfile", "--log-file"), "FILE",
@@ -614,6 +639,26 @@ SETTINGS: tuple[Setting, ...] = (
             "Send the stdout and stderr of the master and workers (print(), what C "
             "libraries write) to the errorlog file; nothing changes when errorlog is '-'.",
             ("--capture-output",), is_flag=True, gunicorn=""),
+    Setting("statsd_host", "logging", statsd_address, None,
+            "Send statsd metrics (gunicorn's names: gunicorn.requests, "
+            "gunicorn.request.duration, ...) to HOST:PORT (UDP; port 8125 if left out) or "
+            "unix:PATH (a unix datagram socket). Unset: no metrics.",
+            ("--statsd-host",), "ADDRESS",
+            gunicorn="several metrics of a request go in one datagram, one per line"),
+    Setting("statsd_prefix", "logging", statsd_text(check_statsd_prefix), "",
+            "Prefix for every statsd metric name (a trailing '.' is added).",
+            ("--statsd-prefix",), "PREFIX",
+            gunicorn="a one-letter prefix gets its '.' too (gunicorn: not); ':', '|', '@', "
+                     "'#' and spaces are refused"),
+    Setting("dogstatsd_tags", "logging", statsd_text(check_statsd_tags), "",
+            "dogstatsd tags added to every statsd metric: name:value,name2:value2.",
+            ("--dogstatsd-tags",), "TAGS",
+            gunicorn="'|', '@', '#', spaces and non-ASCII are refused (gunicorn sends them, "
+                     "or fails on each send)"),
+    Setting("enable_backlog_metric", "logging", boolean, False,
+            "With statsd_host: send gunicorn.backlog, the connections waiting in the "
+            "listen queues (Linux).",
+            ("--enable-backlog-metric",), is_flag=True, gunicorn=""),
     Setting("enable_stdio_inheritance", "logging", boolean, False,
             "With daemon: keep stdout and stderr where they point unless they are a "
             "terminal (else they go to /dev/null).",

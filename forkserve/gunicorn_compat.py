@@ -77,7 +77,6 @@ def _same(value: Any, quiet: Any) -> bool:
 _TLS = ("forkserve does not terminate TLS yet: put a TLS proxy in front (nginx, a load "
         "balancer) and list it in forwarded_allow_ips")
 _TLS_ONLY = "used only with certfile, and forkserve does not terminate TLS yet"
-_STATSD = "forkserve sends no statsd metrics yet"
 _LOGCONFIG = ("forkserve has no logger class to replace: shape the logs with logconfig_dict "
               "(or logconfig, logconfig_json) targeting gunicorn.error and gunicorn.access, "
               "or errorlog, accesslog, access_log_format")
@@ -135,13 +134,6 @@ _FOREIGN: tuple[Foreign, ...] = (
     # -- logging
     Foreign("logger_class", Outcome.NO_EFFECT, _LOGCONFIG,
             ("gunicorn.glogging.Logger",), ("--logger-class",)),
-    Foreign("statsd_host", Outcome.NO_EFFECT, _STATSD, (None,), ("--statsd-host",)),
-    Foreign("dogstatsd_tags", Outcome.NO_EFFECT, _STATSD, ("",), ("--dogstatsd-tags",),
-            needs="statsd_host"),
-    Foreign("statsd_prefix", Outcome.NO_EFFECT, _STATSD, ("",), ("--statsd-prefix",),
-            needs="statsd_host"),
-    Foreign("enable_backlog_metric", Outcome.NO_EFFECT, _STATSD, _BOOL,
-            ("--enable-backlog-metric",), is_flag=True, needs="statsd_host"),
     # -- process naming
     Foreign("default_proc_name", Outcome.NO_EFFECT,
             "process titles come from proc_name, or the app", ("gunicorn",)),

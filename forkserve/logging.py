@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import errno
+import json
 import logging
 import os
+import re
 import select
 import socket
 import stat
@@ -29,7 +32,8 @@ import time
 from typing import Any, Iterable
 
 __all__ = ["setup_logging", "reopen_logs", "capture_output", "log_drops", "AccessLog",
-           "AccessRecord", "error_log", "MAX_LINE", "CUT_MARK"]
+           "AccessRecord", "JsonFormatter", "json_line", "rfc3339", "error_log", "MAX_LINE",
+           "CUT_MARK"]
 
 error_log = logging.getLogger("forkserve.error")
 _access_log = logging.getLogger("forkserve.access")
@@ -56,6 +60,108 @@ class _Formatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
                          "%Y-%m-%d %H:%M:%S %z")
+
+
+def rfc3339(wall: float) -> str:
+    """``wall`` (seconds since the epoch) as RFC 3339 local time with
+    microseconds and the UTC offset: ``2026-11-24T12:00:00.123456+00:00``."""
+    return datetime.datetime.fromtimestamp(wall).astimezone().isoformat(
+        timespec="microseconds")
+
+
+_encode_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_JSON_CUT = len(_encode_str(CUT_MARK)) - 2
+
+
+def json_line(obj: dict[str, Any], limit: int = MAX_LINE - 1) -> str:
+    """``obj`` as one line of JSON of at most ``limit`` bytes.
+
+    ASCII only (``ensure_ascii``), so a control character, a quote or a
+    byte that was not UTF-8 is an escape and never breaks the line.  An
+    object too long for ``limit`` (a 6 KB User-Agent) gets
+    ``"truncated": true`` and its longest strings cut to a common size,
+    each ending with CUT_MARK: still valid JSON, the short fields whole."""
+    line = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+    if len(line) <= limit:
+        return line
+    obj = dict(obj, truncated=True)
+    # Where the text is: a top-level string (key, None), or one in a group
+    # of headers (key, name).
+    strings: list[tuple[str, str | None]] = []
+    for key, value in obj.items():
+        if isinstance(value, str):
+            strings.append((key, None))
+        elif isinstance(value, dict):
+            strings += [(key, name) for name, v in value.items() if isinstance(v, str)]
+
+    def get(key: str, inner: str | None) -> str:
+        return obj[key] if inner is None else obj[key][inner]
+
+    def put(target: dict[str, Any], key: str, inner: str | None, text: str) -> None:
+        if inner is None:
+            target[key] = text
+        else:
+            target[key] = dict(target[key], **{inner: text})
+
+    sizes = [len(_encode_str(get(k, i))) - 2 for k, i in strings]
+    empty = dict(obj)
+    for key, inner in strings:
+        put(empty, key, inner, "")
+    budget = limit - len(json.dumps(empty, ensure_ascii=True, separators=(",", ":")))
+    if budget >= 0 and sizes:
+        cap = _fair_cap(sizes, budget)
+        cut = dict(obj)
+        for (key, inner), size in zip(strings, sizes):
+            if size > cap:
+                put(cut, key, inner, _cut_json_text(get(key, inner), cap))
+        line = json.dumps(cut, ensure_ascii=True, separators=(",", ":"))
+        if len(line) <= limit:
+            return line
+    # Even the fields without their text do not fit: what is not text.
+    bare = {k: v for k, v in obj.items() if isinstance(v, (int, float, bool)) or v is None}
+    line = json.dumps(bare, ensure_ascii=True, separators=(",", ":"))
+    return line if len(line) <= limit else '{"truncated":true}'
+
+
+def _cut_json_text(text: str, cap: int) -> str:
+    """The longest start of ``text`` whose JSON string form, with CUT_MARK
+    appended, takes at most ``cap`` bytes (escapes counted whole)."""
+    room = max(0, cap - _JSON_CUT)
+    lo, hi = 0, min(len(text), room)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(_encode_str(text[:mid])) - 2 <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo] + CUT_MARK
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (``log_format = "json"``), usable by any
+    logging handler (``"()": "forkserve.logging.JsonFormatter"`` in a
+    logging dict config).
+
+    An access-log record carries its fields (``record.access``, see
+    :class:`AccessLog`); any other record gives ``time`` (RFC 3339),
+    ``level``, ``pid``, ``logger``, ``message`` and, with a traceback,
+    ``exception``.  Lines are bounded as :func:`json_line` says."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            return json_line(fields)
+        obj: dict[str, Any] = {"time": rfc3339(record.created),
+                               "level": record.levelname.lower(),
+                               "pid": record.process, "logger": record.name,
+                               "message": record.getMessage()}
+        if record.exc_info:
+            obj["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            obj["exception"] = record.exc_text
+        if record.stack_info:
+            obj["stack"] = self.formatStack(record.stack_info)
+        return json_line(obj)
 
 
 def _cut(line: bytes, limit: int) -> bytes:
@@ -333,17 +439,20 @@ def _capture_into(handler: _FDHandler) -> None:
         pass  # a log that cannot be captured into must not stop anything
 
 
-def setup_logging(errorlog: str, loglevel: str, accesslog: str | None) -> None:
+def setup_logging(errorlog: str, loglevel: str, accesslog: str | None,
+                  log_format: str = "text") -> None:
     """(Re)configure both logs from settings.  ``-`` is stderr (error log)
     or stdout (access log), by descriptor: ``sys.stderr`` may be None when
-    the process started with it closed."""
+    the process started with it closed.  ``log_format`` ``json`` makes the
+    error log's lines JSON objects (the access log's lines are made by
+    :class:`AccessLog`, JSON when its ``json`` is set)."""
     for logger in (error_log, _access_log):
         for h in list(logger.handlers):
             logger.removeHandler(h)
             h.close()
         logger.propagate = False
     handler = _FDHandler(errorlog, 2, "error log")
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else _Formatter())
     error_log.addHandler(handler)
     error_log.setLevel(_LEVELS[loglevel])
     # Before the access log opens: its "-" is descriptor 1, captured too.
@@ -503,11 +612,84 @@ class _Atoms:
         return "-"
 
 
-class AccessLog:
-    """Writes one access log line per exchange, if an access log is set."""
+def _net_text(text: str) -> str:
+    """A value the access record holds as latin-1 (one character a byte
+    from the network) as UTF-8 text; bytes that are not UTF-8 become
+    ``\\xNN`` escapes."""
+    return text.encode("latin-1", "replace").decode("utf-8", "backslashreplace")
 
-    def __init__(self, fmt: str) -> None:
+
+def _net_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v.decode("utf-8", "backslashreplace")
+    return None
+
+
+# The {name}i, {name}o and {name}e atoms an access_log_format names.
+_NAMED_ATOM = re.compile(r"%\(\{([^}]+)\}([ioe])\)")
+_NAMED_FIELDS = {"i": "request_headers", "o": "response_headers", "e": "environ"}
+
+
+class _JsonMessage:
+    """An access record's JSON line, made only if a handler asks for the
+    record's message (a JsonFormatter reads ``record.access`` instead)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return json_line(self.fields)
+
+
+class AccessLog:
+    """Writes one access log line per exchange, if an access log is set:
+    ``fmt`` (gunicorn's atoms), or with ``json`` one JSON object (see
+    :meth:`fields`)."""
+
+    def __init__(self, fmt: str, json: bool = False) -> None:
         self.fmt = fmt
+        self.json = json
+        self.named: list[tuple[str, str]] = [
+            (_NAMED_FIELDS[kind], name if kind == "e" else name.lower())
+            for name, kind in _NAMED_ATOM.findall(fmt)]
+
+    def fields(self, record: AccessRecord, wall: float) -> dict[str, Any]:
+        """The JSON access-log object: what the atoms give, typed (numbers
+        as numbers, absent values as null), text from the network decoded
+        as UTF-8 with ``\\xNN`` for bytes that are not; the headers and
+        environment variables ``fmt`` names as ``{name}i``, ``{name}o``,
+        ``{name}e`` under ``request_headers``, ``response_headers`` and
+        ``environ``."""
+        duration = max(0.0, record.end - record.start)
+        user = _basic_user(record.request_headers)
+        headers = record.request_headers
+        obj: dict[str, Any] = {
+            "time": rfc3339(wall),
+            "remote_addr": record.peer,
+            "user": None if user == "-" else _net_text(user),
+            "method": _net_text(record.method),
+            "path": _net_text(record.path),
+            "query": _net_text(record.query),
+            "protocol": f"HTTP/{record.version}",
+            "status": record.status,
+            "bytes": record.sent,
+            "referer": _net_header(headers, b"referer"),
+            "user_agent": _net_header(headers, b"user-agent"),
+            "duration_us": round(duration * 1_000_000),
+            "duration": round(duration, 6),
+            "pid": os.getpid(),
+        }
+        for group, name in self.named:
+            if group == "environ":
+                value: str | None = os.environ.get(name)
+            else:
+                source = headers if group == "request_headers" else record.response_headers
+                value = _net_header(source, name.encode("latin-1", "replace"))
+            obj.setdefault(group, {})[name] = value
+        return obj
 
     @property
     def enabled(self) -> bool:
@@ -538,6 +720,14 @@ class AccessLog:
         cutting its longest text atoms to a common size, so the short ones
         (status, time, size) stay whole."""
         wall = time.time()
+        if self.json:
+            try:
+                fields = self.fields(record, wall)
+            except Exception:
+                error_log.exception("cannot make the JSON access log line")
+                return
+            _access_log.info("%s", _JsonMessage(fields), extra={"access": fields})
+            return
         try:
             line = self.fmt % _Atoms(record, wall)
             # UTF-8 takes at most 2 bytes for a latin-1 character.

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..app import load_app
+from .. import statsd
 from ..logconfig import LogConfigError, configure_logging
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Generations:
                 configure_logging(cfg)
             except (LogConfigError, OSError) as exc:
                 log.error("Reload: the logging settings were not applied: %s", exc)
+            statsd.configure(cfg)
             if cfg.bind != old_bind:
                 log.warning("bind changed; new addresses need a restart or USR2 "
                             "(still listening on %s)", ", ".join(map(str, arbiter.listeners)))

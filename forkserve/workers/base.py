@@ -40,6 +40,7 @@ from ..hookobjects import GunicornWorkerNames
 from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
+from ..statsd import current as statsd_sender
 from .registry import worker_class, worker_kind
 
 __all__ = ["Worker", "EXIT_BOOT_ERROR", "run_worker"]
@@ -90,7 +91,10 @@ class Worker(GunicornWorkerNames):
         self.heartbeat = heartbeat
         self.app = app
         self.log = error_log
-        self.access_log = AccessLog(cfg.access_log_format)
+        self.access_log = AccessLog(cfg.access_log_format, json=cfg.log_format == "json")
+        # None unless statsd_host is set: then end_exchange sends each
+        # request's metrics from this process's own socket.
+        self.statsd = statsd_sender()
         self.alive = True
         self.reopen_requested = False
         self.nr = 0  # requests served
@@ -240,8 +244,9 @@ class Worker(GunicornWorkerNames):
         """After every exchange, every worker kind: ``post_request(worker,
         req, environ, resp)`` (``environ`` is the ASGI scope for ASGI,
         ``resp`` the Exchange; a failure is logged, never fatal), the
-        access log line, the request count for ``max_requests``, and a
-        heartbeat: a worker that completes requests is making progress."""
+        access log line, the statsd metrics (with ``statsd_host``), the
+        request count for ``max_requests``, and a heartbeat: a worker that
+        completes requests is making progress."""
         self.nr += 1  # request_done(), here without the call; before the hook, as gunicorn
         hook = self.cfg.hooks.get("post_request")
         if hook is not None:
@@ -254,6 +259,9 @@ class Worker(GunicornWorkerNames):
         if access_log.enabled:
             access_log.log_exchange(ex.request, ex.client, ex.status_code, ex.sent,
                                     ex.response_headers, ex.start)
+        statsd = self.statsd
+        if statsd is not None:
+            statsd.request(ex.status_code, time.monotonic() - ex.start)
         if self.memory_limit:
             self.check_memory()
         if self.beats_per_exchange:

@@ -11,6 +11,12 @@ async def app(scope, receive, send):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["path"] not in ("/", "/scheme"):
+        await send({"type": "http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"text/plain"),
+                                (b"content-length", b"9")]})
+        await send({"type": "http.response.body", "body": b"not found"})
+        return
     body = b"compat asgi ok" if scope["path"] == "/" else scope["scheme"].encode()
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"),

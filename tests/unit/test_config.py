@@ -240,11 +240,11 @@ def test_refused_settings_say_what_to_use(tmp_path, text, needle):
 
 def test_no_effect_setting_warns_once_whatever_sets_it(tmp_path):
     path = tmp_path / "conf.py"
-    path.write_text("statsd_host = 'localhost:8125'\n")
-    cfg = _build(["-c", str(path), "--statsd-host", "localhost:9125"])
+    path.write_text("worker_tmp_dir = '/tmp'\n")
+    cfg = _build(["-c", str(path), "--worker-tmp-dir", "/dev/shm"])
     lines = _warnings(cfg)
-    assert lines == ["statsd_host = 'localhost:9125' has no effect: forkserve sends no statsd "
-                     "metrics yet (command line)"]
+    assert lines == ["worker_tmp_dir = '/dev/shm' has no effect: the heartbeat lives in shared "
+                     "memory, not in a file (command line)"]
 
 
 def test_aliases(tmp_path):
@@ -407,8 +407,7 @@ def test_unknown_flags_get_only_typo_hints(flag, message):
     (["--no-sendfile"], "sendfile = False has no effect"),
     (["--worker-tmp-dir", "/dev/shm"], "worker_tmp_dir = '/dev/shm' has no effect"),
     (["--logger-class", "app.Logger"], "logger_class = 'app.Logger' has no effect"),
-    (["--statsd-host", "127.0.0.1:8125", "--statsd-prefix", "app"],
-     "statsd_host = '127.0.0.1:8125' has no effect"),
+    (["--statsd-host", "127.0.0.1:8125", "--statsd-prefix", "app"], None),  # implemented
     (["--certfile", "", "--ciphers", "ECDHE"], None),
 ])
 def test_gunicorn_flags_without_effect_warn(args, warned):
