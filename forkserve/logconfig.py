@@ -218,7 +218,7 @@ def configure_logging(cfg: Any) -> None:
             configure_logging(_Without(cfg))
             raise LogConfigError(f"{kind}: {type(exc).__name__}: {exc}".replace("\n", " ")) \
                 from None
-    setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog)
+    setup_logging(cfg.errorlog, cfg.loglevel, cfg.accesslog, cfg.log_format)
     syslog_access = cfg.syslog and not cfg.disable_redirect_access_to_syslog
     if cfg.syslog:
         error_log.addHandler(_syslog_handler(cfg, "error"))
