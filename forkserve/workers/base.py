@@ -39,7 +39,7 @@ from ..heartbeat import Heartbeat, WorkerState
 from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
-from .registry import worker_class, worker_kind
+from .registry import AUTO, worker_class, worker_kind
 
 __all__ = ["Worker", "EXIT_BOOT_ERROR", "run_worker"]
 
@@ -271,6 +271,13 @@ class Worker:
         self.serve()
         return 0
 
+    @classmethod
+    def prepare_process(cls, app: Any) -> None:
+        """In the worker, after fork and ``post_fork``, before the app is
+        imported: what this kind needs done to the process first (gevent
+        monkey-patches).  ``app`` is the master's preloaded app, or None.
+        Only called when ``worker_class`` names the kind (not ``auto``)."""
+
     def startup(self) -> bool:
         """App startup before READY (ASGI lifespan); False fails the boot,
         or, with ``alive`` False, means a TERM cut it short."""
@@ -348,6 +355,8 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         try:
             cfg.post_fork(server, pre)
             _drop_privileges(cfg)
+            if cfg.worker_class != AUTO:
+                worker_class(worker_kind(cfg.worker_class, app)).prepare_process(app)
             if app is None:
                 app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
         except AppLoadError as exc:
