@@ -284,6 +284,9 @@ class GeventWorker(WSGIServing, Worker):
                 # that began last of those still in the app.
                 del self.in_app[conn]
                 heartbeat.set_current(next(reversed(self.in_app.values()), b""))
+            # max_requests, max_worker_memory's retire, the master gone: seen
+            # after every exchange, as the sync worker sees them every turn.
+            self.maintenance()
             state = self.after_exchange(conn, ex)
             if state is ConnState.LINGER:
                 self._linger(conn, b"")

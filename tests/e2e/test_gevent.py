@@ -23,7 +23,7 @@ import pytest
 import hostile_scenarios as scenario
 from attacks import Slowloris, exchange, get, read_response, status_of
 from conftest import APPS, ROOT, Server, parse_response, read_until_close, wait_for
-from differential import Conn, encode_request, differ, observe
+from differential import Conn, differ, encode_request, observe, random_cookies
 from servers import differential
 
 pytest.importorskip("gevent")
@@ -194,7 +194,7 @@ def test_a_slow_head_gets_408_and_slowloris_beyond_the_limit_starves_no_one(fork
 
 
 def test_a_failing_app_gets_500_with_a_logged_traceback_and_the_worker_serves_on(forkserve):
-    server = _start(forkserve)
+    server = _start(forkserve, "--access-logfile", "-")
     before = server.workers()
     status, _, _ = server.get("/fail")
     assert status == 500
@@ -202,6 +202,18 @@ def test_a_failing_app_gets_500_with_a_logged_traceback_and_the_worker_serves_on
     assert "Traceback (most recent call last)" in server.log
     assert _get(server, "/") == (200, b"hello from gevent")
     _same_workers(server, before)
+    # The access log has both exchanges (Worker.end_exchange ran).
+    wait_for(lambda: '"GET / HTTP/1.1" 200' in server.stdout_path.read_text(), 5,
+             what="the access log line")
+    assert '"GET /fail HTTP/1.1" 500' in server.stdout_path.read_text()
+
+
+def test_max_requests_recycles_the_worker_without_failing_a_request(forkserve):
+    server = _start(forkserve, "--max-requests", "5")
+    pids = {_get(server, "/pid") for _ in range(12)}
+    assert {status for status, _ in pids} == {200}
+    assert len({pid for _, pid in pids}) >= 2, pids
+    server.wait_log("Autorestarting worker")
 
 
 # -- worker_connections --------------------------------------------------------
@@ -231,11 +243,11 @@ def test_worker_connections_bounds_concurrency_and_extra_clients_wait(forkserve)
 
 
 def test_a_long_cooperative_request_keeps_the_worker_but_a_blocked_hub_does_not(forkserve):
-    server = _start(forkserve, "--timeout", "2")
+    server = _start(forkserve, "--timeout", "1")
     before = server.workers()
-    # Waits 4 s, twice the timeout, without blocking the hub: the worker
-    # beats meanwhile.
-    assert _get(server, "/sleep?4") == (200, b"slept")
+    # Waits 3 s, three times the timeout, without blocking the hub: the
+    # worker beats meanwhile.
+    assert _get(server, "/sleep?3") == (200, b"slept")
     _same_workers(server, before)
     # Burns the CPU without yielding: no beat, and the arbiter kills it.
     try:
@@ -302,6 +314,37 @@ def test_term_finishes_the_request_in_flight_then_exits(forkserve):
         _get(server, "/", timeout=2)
 
 
+def test_term_gives_a_silent_new_connection_a_short_grace_not_the_header_timeout(forkserve):
+    """A connection that has sent nothing when TERM comes is closed after
+    the drain's first-request grace (2 s), not at the end of its 10 s
+    header_timeout or of the graceful_timeout: draining wakes the greenlet
+    waiting on it."""
+    server = _start(forkserve, "--graceful-timeout", "8")
+    assert _get(server, "/") == (200, b"hello from gevent")
+    with server.connect() as silent:
+        time.sleep(0.3)
+        start = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert read_until_close(silent) == b""
+        closed = time.monotonic() - start
+        assert server.wait_exit(10) == 0
+    assert 1.0 < closed < 5, f"closed {closed:.1f}s after TERM"
+
+
+def test_quit_stops_at_once_even_with_a_request_in_flight(forkserve):
+    server = _start(forkserve)
+    t = threading.Thread(target=lambda: exchange(_addr(server),
+                                                 b"GET /sleep?20 HTTP/1.1\r\nHost: t\r\n\r\n",
+                                                 timeout=25), daemon=True)
+    t.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    server.signal(signal.SIGQUIT)
+    server.wait_exit(10)
+    assert time.monotonic() - start < 5
+    t.join(5)
+
+
 # -- setup ---------------------------------------------------------------------
 
 
@@ -360,7 +403,7 @@ def test_flask_answers_the_same_under_both_gevent_workers(flask_pair):
                                     ("Transfer-Encoding", "chunked")], chunked)))
             seen.append(observe(c.request("POST", "/login", [
                 ("Content-Type", "application/x-www-form-urlencoded")], b"user=alice"),
-                body=False))
+                body=False, normalize=[random_cookies("session")]))
         with Conn(host, port) as c:
             c.send(encode_request("GET", "/environ?x=1", [("X-Dup", "a")]))
             seen.append(observe(c.response(), json.loads))
