@@ -67,6 +67,12 @@ class Worker:
     #: (copy-on-write) instead of each importing a private copy.
     shared_modules: ClassVar[tuple[str, ...]] = ()
 
+    #: Top-level packages a HUP with ``preload_app`` must not forget and
+    #: import afresh, though the app imported them: ones that patch the
+    #: standard library (gevent, when the app patches itself) cannot be
+    #: imported twice.
+    reload_keeps: ClassVar[tuple[str, ...]] = ()
+
     #: Whether end_exchange beats the heartbeat.  A worker that runs several
     #: exchanges at once (threads) beats from its loop instead, so that one
     #: stuck exchange still stops the beats; so does the ASGI worker, whose

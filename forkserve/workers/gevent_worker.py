@@ -86,7 +86,9 @@ class GeventWorker(WSGIServing, Worker):
     kind = "gevent"
     # gevent is imported by the master, as gunicorn does, so workers share
     # it; importing it patches nothing.
-    shared_modules = ("gevent.pool", "gevent.socket", "gevent.select")
+    shared_modules = ("gevent.socket", "gevent.select")
+    # An app that patches itself with preload_app patched the master too.
+    reload_keeps = ("gevent", "greenlet", "zope")
     # The main greenlet beats on a timer: an exchange finishing is not
     # what proves the hub is free.
     beats_per_exchange = False

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .base import Worker
 
 __all__ = ["KINDS", "ALIASES", "EXTRAS", "worker_kind", "worker_class", "missing_extra",
-           "modules_to_share"]
+           "modules_to_share", "packages_to_keep"]
 
 #: Worker kind -> "module:Class".
 KINDS: dict[str, str] = {
@@ -83,6 +83,12 @@ def worker_class(kind: str) -> type[Worker]:
         raise ValueError(f"unknown worker kind {kind!r}; one of {', '.join(KINDS)}")
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def packages_to_keep(kind: str) -> tuple[str, ...]:
+    """Top-level packages a preloaded app's reload keeps for ``kind``
+    (``Worker.reload_keeps``)."""
+    return worker_class(kind).reload_keeps
 
 
 def modules_to_share(kind: str) -> tuple[str, ...]:

@@ -361,6 +361,28 @@ def test_preload_app_is_served_and_the_unpatched_import_is_named(forkserve):
     assert _get(server, "/patched") == (200, b"True True")
 
 
+def test_preload_with_an_app_that_patches_itself_serves_cooperatively_and_reloads(
+        forkserve, tmp_path):
+    """gunicorn's advice for preload_app, followed: the app patches first
+    thing (so the master is patched too).  Its requests overlap, and a HUP
+    imports the new code without importing gevent a second time (which
+    fails once the standard library is patched)."""
+    source = (APPS / "gevent_preload_app.py").read_text()
+    module = tmp_path / "gevent_preload_copy.py"
+    module.write_text(source)
+    server = _start(forkserve, "--preload", app="gevent_preload_copy:application",
+                    cwd=tmp_path)
+    results, elapsed = _concurrently(server, ["/sleep"] * 6)
+    assert {body.split()[0] for _, body in results} == {b"v1"}
+    assert elapsed < 2.5, f"6 x 0.5 s took {elapsed:.1f}s"
+    module.write_text(source.replace('VERSION = b"v1"', 'VERSION = b"v2"'))
+    server.signal(signal.SIGHUP)
+    server.wait_log("Reload complete", timeout=15)
+    assert _get(server, "/")[1].split()[0] == b"v2"
+    assert "Reload failed" not in server.log
+    assert "preload_app with -k gevent" not in server.log
+
+
 # -- a real Flask app, under forkserve's and gunicorn's gevent workers ---------------
 
 
