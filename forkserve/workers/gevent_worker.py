@@ -118,6 +118,10 @@ class GeventWorker(WSGIServing, Worker):
         self._wakeup = Event()   # set: the main greenlet looks at alive now
         self._room = Event()     # set: a connection ended (the acceptors may go on)
         self.acceptors: list[gevent.Greenlet] = []
+        # How often the main greenlet beats: every second, or four times
+        # per timeout if that is shorter.
+        timeout = self.cfg.timeout
+        self.beat_interval = min(1.0, timeout / 4) if timeout > 0 else 1.0
 
     # -- signals -------------------------------------------------------------
 
@@ -131,9 +135,7 @@ class GeventWorker(WSGIServing, Worker):
         for lst in self.listeners:
             lst.sock.setblocking(False)
             self.acceptors.append(gevent.spawn(self._accept_loop, lst.sock))
-        interval = 1.0
-        if self.cfg.timeout > 0:
-            interval = min(interval, self.cfg.timeout / 4)
+        interval = self.beat_interval
         beat = self.heartbeat.beat
         while self.alive:
             beat()
@@ -160,7 +162,8 @@ class GeventWorker(WSGIServing, Worker):
         beat = self.heartbeat.beat
         while self.conns and _monotonic() < policy.drain_deadline:
             beat()
-            self._room.wait(min(1.0, max(0.0, policy.drain_deadline - _monotonic())))
+            self._room.wait(min(self.beat_interval,
+                                max(0.0, policy.drain_deadline - _monotonic())))
             self._room.clear()
         if self.conns:
             self.log.warning("Worker graceful timeout (pid:%s): closing %d connections",
@@ -201,7 +204,11 @@ class GeventWorker(WSGIServing, Worker):
                         continue
                     if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                         continue
-                    raise
+                    # Never let an acceptor die: the worker would serve on
+                    # without accepting.
+                    self.log.exception("accept() failed")
+                    gevent.sleep(0.5)
+                    continue
                 self._start_connection(sock, peer)
         finally:
             watcher.close()

@@ -208,6 +208,11 @@ def test_a_failing_app_gets_500_with_a_logged_traceback_and_the_worker_serves_on
     assert '"GET /fail HTTP/1.1" 500' in server.stdout_path.read_text()
 
 
+def test_a_unix_socket_is_served(forkserve):
+    server = _start(forkserve, unix=True)
+    assert server.get("/")[::2] == (200, b"hello from gevent")
+
+
 def test_max_requests_recycles_the_worker_without_failing_a_request(forkserve):
     server = _start(forkserve, "--max-requests", "5")
     pids = {_get(server, "/pid") for _ in range(12)}
