@@ -142,15 +142,15 @@ def detect_kind(app: Any) -> str:
 
 def check_worker_class(worker_class: str, app: Any, spec: str) -> None:
     """Raise WorkerClassMismatch when ``app`` certainly cannot run under
-    ``worker_class``: ``sync`` given an async app or one that cannot take
+    ``worker_class``: ``sync`` (or ``gevent``) given an async app or one that cannot take
     (environ, start_response); ``asgi`` given one that cannot take (scope,
     receive, send).  Anything Python cannot tell (a C callable, ``*args``)
     is let through, as it would be by a WSGI or ASGI server."""
-    if worker_class not in ("sync", "asgi"):
+    if worker_class not in ("sync", "asgi", "gevent"):
         return
     takes = _takes(app)
     params = f"({', '.join(takes[0].parameters)})" if takes else ""
-    if worker_class == "sync":
+    if worker_class != "asgi":  # sync or gevent: WSGI
         why = _async_call(app)
         what = "an ASGI app"
         if why is None and takes is not None and not takes[1]:
@@ -158,7 +158,7 @@ def check_worker_class(worker_class: str, app: Any, spec: str) -> None:
             what = "an ASGI app" if takes[2] else "not a WSGI app"
         if why:
             raise WorkerClassMismatch(
-                f"worker_class: sync (WSGI) given, but {spec} is {what} ({why}); "
+                f"worker_class: {worker_class} (WSGI) given, but {spec} is {what} ({why}); "
                 f"use -k asgi, or -k auto to detect it")
     elif takes is not None and not takes[2]:
         what = "a WSGI app" if takes[1] and not _async_call(app) else "not an ASGI 3 app"

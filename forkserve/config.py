@@ -142,8 +142,6 @@ def lifespan_mode(v: Any) -> str:
 
 
 _NO_SUCH_WORKER = {
-    "gevent": "forkserve has no gevent worker yet: serve blocking I/O with -k sync "
-              "--threads N, or an async app with -k asgi",
     "eventlet": "gunicorn 27 dropped eventlet too: serve blocking I/O with -k sync "
                 "--threads N, or an async app with -k asgi",
     "tornado": "forkserve has no tornado worker: serve a tornado app with its own server, "
@@ -152,14 +150,21 @@ _NO_SUCH_WORKER = {
 
 
 def worker_class_name(v: Any) -> str:
-    """auto, sync or asgi; gunicorn's and uvicorn's names for them too
-    (the worker registry's aliases); or a dotted path to a class, which
+    """auto, sync, asgi or gevent; gunicorn's and uvicorn's names for them
+    too (the worker registry's aliases); or a dotted path to a class, which
     :func:`forkserve.uvicorn_compat.apply_worker_subclass` resolves once
-    every setting is in (a subclass of uvicorn's worker)."""
+    every setting is in (a subclass of uvicorn's worker).  A kind whose
+    optional package is missing (gevent) is refused with how to install it."""
+    kind = None
     if _is_str(v) and (v == worker_registry.AUTO or v in worker_registry.KINDS):
-        return v
-    if _is_str(v) and v in worker_registry.ALIASES:
-        return worker_registry.ALIASES[v]
+        kind = v
+    elif _is_str(v) and v in worker_registry.ALIASES:
+        kind = worker_registry.ALIASES[v]
+    if kind is not None:
+        missing = worker_registry.missing_extra(kind)
+        if missing:
+            raise ValueError(missing)
+        return kind
     if _is_str(v):
         key = v.lower()
         for name, why in _NO_SUCH_WORKER.items():
@@ -408,14 +413,14 @@ SETTINGS: tuple[Setting, ...] = (
             ("-w", "--workers"), "INT",
             gunicorn="0 is refused (gunicorn starts no worker)"),
     Setting("worker_class", "workers", worker_class_name, worker_registry.AUTO,
-            "sync (WSGI), asgi (ASGI on uvloop) or auto (detected from the app). "
-            "gunicorn's gthread and uvicorn's UvicornWorker and UvicornH11Worker are accepted, "
-            "and a dotted path to a project's subclass of UvicornWorker (its CONFIG_KWARGS "
-            "apply).",
+            "sync (WSGI), asgi (ASGI on uvloop), gevent (WSGI on gevent, needs "
+            "forkserve[gevent]) or auto (detected from the app). gunicorn's gthread and "
+            "uvicorn's UvicornWorker and UvicornH11Worker are accepted, and a dotted path to a "
+            "project's subclass of UvicornWorker (its CONFIG_KWARGS apply).",
             ("-k", "--worker-class"), "CLASS",
             gunicorn="default auto (gunicorn: sync); gthread is sync with threads; uvicorn's "
-                     "workers and subclasses of them are asgi; gevent, eventlet, tornado and "
-                     "other classes are refused"),
+                     "workers and subclasses of them are asgi; gevent needs forkserve[gevent]; "
+                     "eventlet, tornado and other classes are refused"),
     Setting("threads", "workers", integer(1, zero_is=1), 1,
             "Threads per sync worker that run the WSGI app; connections wait in an event "
             "loop (0 counts as 1).",

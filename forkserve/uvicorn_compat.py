@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["is_class_path", "apply_worker_subclass", "SUPPORTED"]
 
 #: What ``worker_class`` takes, for refusals.
-SUPPORTED = ("expected auto, sync or asgi (or gunicorn's gthread, uvicorn's UvicornWorker or "
-             "UvicornH11Worker, or a subclass of those)")
+SUPPORTED = ("expected auto, sync, asgi or gevent (or gunicorn's gthread, uvicorn's "
+             "UvicornWorker or UvicornH11Worker, or a subclass of those)")
 
 # uvicorn's worker classes and their CONFIG_KWARGS, for the stand-in module.
 _UVICORN_DEFAULTS = {

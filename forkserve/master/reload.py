@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..app import load_app
 from .. import statsd
 from ..logconfig import LogConfigError, configure_logging
+from ..workers.registry import AUTO, packages_to_keep, worker_kind
 
 if TYPE_CHECKING:
     from ..arbiter import Arbiter
@@ -101,9 +102,12 @@ class Generations:
         cfg = self.arbiter.cfg
         # Let the old app's cycles be collected (frozen before each fork).
         gc.unfreeze()
-        # Forget the modules the app brought in so that they import afresh.
+        # Forget the modules the app brought in so that they import afresh,
+        # except packages the worker kind says cannot be imported twice.
+        kind = worker_kind(cfg.worker_class, self.arbiter.app)
+        keep_packages = packages_to_keep("sync" if kind == AUTO else kind)
         for name in list(sys.modules):
-            if name not in self.keep_modules:
+            if name not in self.keep_modules and name.partition(".")[0] not in keep_packages:
                 del sys.modules[name]
         return load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
 

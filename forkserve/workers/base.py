@@ -41,7 +41,7 @@ from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
 from ..statsd import current as statsd_sender
-from .registry import worker_class, worker_kind
+from .registry import AUTO, worker_class, worker_kind
 
 __all__ = ["Worker", "EXIT_BOOT_ERROR", "run_worker"]
 
@@ -69,6 +69,12 @@ class Worker(GunicornWorkerNames):
     #: addition to the class's own, so that workers share them
     #: (copy-on-write) instead of each importing a private copy.
     shared_modules: ClassVar[tuple[str, ...]] = ()
+
+    #: Top-level packages a HUP with ``preload_app`` must not forget and
+    #: import afresh, though the app imported them: ones that patch the
+    #: standard library (gevent, when the app patches itself) cannot be
+    #: imported twice.
+    reload_keeps: ClassVar[tuple[str, ...]] = ()
 
     #: Whether end_exchange beats the heartbeat.  A worker that runs several
     #: exchanges at once (threads) beats from its loop instead, so that one
@@ -283,6 +289,13 @@ class Worker(GunicornWorkerNames):
         self.serve()
         return 0
 
+    @classmethod
+    def prepare_process(cls, app: Any) -> None:
+        """In the worker, after fork and ``post_fork``, before the app is
+        imported: what this kind needs done to the process first (gevent
+        monkey-patches).  ``app`` is the master's preloaded app, or None.
+        Only called when ``worker_class`` names the kind (not ``auto``)."""
+
     def startup(self) -> bool:
         """App startup before READY (ASGI lifespan); False fails the boot,
         or, with ``alive`` False, means a TERM cut it short."""
@@ -360,6 +373,8 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         try:
             cfg.post_fork(server, pre)
             _drop_privileges(cfg)
+            if cfg.worker_class != AUTO:
+                worker_class(worker_kind(cfg.worker_class, app)).prepare_process(app)
             if app is None:
                 app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
         except AppLoadError as exc:

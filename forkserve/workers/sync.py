@@ -43,83 +43,32 @@ import queue
 import selectors
 import signal
 import socket
-import struct
 import threading
 import time
-import traceback
 from typing import Any
 
 from ..heartbeat import WorkerState
-from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection, Policy,
-                               error_status, eviction_candidates)
-from ..http.proxy import NOT_FORWARDED, ProxyTrust
-from ..http.proxy_protocol import NEED_MORE as PROXY_NEED_MORE, ProxyPreamble, ProxyProtocolError
-from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
-from ..http.response import ResponseError, error_response
-from ..http.wsgi import (ErrorStream, FileWrapper, WSGIInput, WSGIResponse, base_environ,
-                         build_environ)
+from ..http.connection import ConnState, Exchange, Expiry, eviction_candidates
+from ..http.proxy_protocol import ProxyProtocolError
+from ..http.request import NEED_DATA, HTTPError, Request, RequestReader
+from ..http.response import error_response
 from .base import Worker
-from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
+from .wsgi_serving import Connection, WSGIServing, limits_from
 
-__all__ = ["SyncWorker"]
+# limits_from: also imported from here by the ASGI worker.
+__all__ = ["SyncWorker", "limits_from"]
 
 _ACCEPT = object()
 # Connections taken per readiness of a listening socket.
 _ACCEPT_BATCH = 64
 _WAKE = object()
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 _monotonic = time.monotonic
 # Enum members as constants on the per-request paths (a class lookup each
 # time costs as much as a small function call).
-_HEAD, _LINGER, _CLOSED = ConnState.HEAD, ConnState.LINGER, ConnState.CLOSED
-_CLIENT_GONE, _BAD_BODY = Close.CLIENT_GONE, Close.BAD_BODY
+_HEAD, _LINGER = ConnState.HEAD, ConnState.LINGER
 
 
-def limits_from(cfg: Any) -> Limits:
-    """The request reader's limits from settings (0 means the head cap)."""
-    head = 65536
-    return Limits(
-        request_line=cfg.limit_request_line or head,
-        fields=cfg.limit_request_fields or 32768,
-        field_size=cfg.limit_request_field_size or head,
-        head=max(head, cfg.limit_request_line + cfg.limit_request_field_size + 4),
-        body=cfg.limit_request_body,
-    )
-
-
-class Connection(HTTPConnection):
-    """A client connection of this worker: the core's state plus the socket."""
-
-    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered",
-                 "forwarded", "remote", "preamble")
-
-    def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader,
-                 policy: Policy, now: float) -> None:
-        super().__init__(policy, now)
-        self.sock = sock
-        self.peer = peer
-        self.client = peer[0] if peer else "unix"
-        self.reader = reader
-        self.progress = 0.0     # last progress while in the app, monotonic
-        self.request: Request | None = None
-        self.registered = False  # in the selector
-        self.forwarded = NOT_FORWARDED  # what a trusted proxy said of this request
-        # The client's address as the app and the access log see it: the
-        # peer's, or what its PROXY protocol header said (``peer`` stays
-        # the proxy's, whose trust decides the proxy headers).
-        self.remote = peer
-        self.preamble: ProxyPreamble | None = None  # until the PROXY header is read
-
-    def close(self) -> None:
-        self.state = _CLOSED
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class SyncWorker(Worker):
+class SyncWorker(WSGIServing, Worker):
     """WSGI worker; see the module docstring."""
 
     kind = "sync"
@@ -131,11 +80,7 @@ class SyncWorker(Worker):
         # With a thread pool the loop beats, judging every exchange in
         # flight (see _beat): one finishing must not hide one stuck.
         self.beats_per_exchange = self.threads == 1
-        # Zero means no limit: a day stands in for it.
-        self.body_timeout = cfg.body_timeout or 86400.0
-        self.write_timeout = cfg.write_timeout or 86400.0
-        self.limits = limits_from(cfg)
-        self.policy = Policy.from_config(cfg)
+        self.setup_wsgi(multithread=self.threads > 1)
         self.max_connections = cfg.worker_connections
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}     # waiting in the loop, by fd
@@ -143,20 +88,6 @@ class SyncWorker(Worker):
         self.done: queue.SimpleQueue[tuple[Connection, Exchange | None]] = queue.SimpleQueue()
         self.jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self.accepting = False
-        name, port = self._server_name()
-        self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"),
-                                         ErrorStream(self.log))
-        self.proxy = ProxyTrust(cfg.forwarded_allow_ips, cfg.secure_scheme_headers,
-                                cfg.forwarder_headers)
-        self.proxy_protocol = cfg.proxy_protocol
-        self.proxy_senders = ProxyTrust(cfg.proxy_allow_ips)
-
-    def _server_name(self) -> tuple[str, str]:
-        for lst in self.listeners:
-            if lst.sock.family in (socket.AF_INET, socket.AF_INET6):
-                host, port = lst.sock.getsockname()[:2]
-                return host, str(port)
-        return "localhost", "80"
 
     # -- the loop --------------------------------------------------------
 
@@ -266,9 +197,7 @@ class SyncWorker(Worker):
             else:
                 peer = None
             conn = Connection(sock, peer, RequestReader(self.limits), self.policy, _monotonic())
-            if self.proxy_protocol != "off":
-                conn.preamble = ProxyPreamble(
-                    self.proxy_protocol, self.proxy_senders.trusts(peer[0] if peer else None))
+            self.expect_preamble(conn)
             fd = sock.fileno()
             self.conns[fd] = conn
             # Most clients send the request with the connection: read now,
@@ -325,32 +254,17 @@ class SyncWorker(Worker):
         if data and conn.state is not _HEAD:
             conn.data_arrived(_monotonic())
         if conn.preamble is not None and data:
-            data = self._read_preamble(conn, data)
+            try:
+                data = self.read_preamble(conn, data)
+            except ProxyProtocolError as exc:
+                self.log.debug("Refused connection from %s: %s", conn.peer, exc)
+                conn.preamble = None
+                self._refuse(conn, error_response(exc.status))
+                return
             if data is None:
                 return
         conn.reader.feed(data)
         self._next_request(conn)
-
-    def _read_preamble(self, conn: Connection, data: bytes) -> bytes | None:
-        """Pass the first bytes of a connection through its PROXY header
-        reader: the bytes after the header, or None while it is not
-        complete (or the connection was refused).  The header arrives
-        within the head's header_timeout, like the request after it."""
-        try:
-            result = conn.preamble.feed(data)  # type: ignore[union-attr]
-        except ProxyProtocolError as exc:
-            self.log.debug("Refused connection from %s: %s", conn.peer, exc)
-            conn.preamble = None
-            self._refuse(conn, error_response(exc.status))
-            return None
-        if result is PROXY_NEED_MORE:
-            return None
-        header, rest = result  # type: ignore[misc]
-        conn.preamble = None
-        if header is not None and header.source is not None:
-            conn.remote = header.source
-            conn.client = header.source[0]
-        return rest
 
     def _next_request(self, conn: Connection) -> None:
         """Serve every complete request buffered on ``conn``, in order
@@ -368,12 +282,9 @@ class SyncWorker(Worker):
                 # ConnectionClosed: the client is done.
                 self._close(conn)
                 return
-            peer = conn.peer
-            try:
-                conn.forwarded = self.proxy.resolve(peer[0] if peer else None, event.headers)
-            except HTTPError as exc:
-                self.log.debug("Refused request from %s: %s", conn.peer, exc)
-                self._refuse(conn, error_response(exc.status))
+            status = self.resolve_forwarded(conn, event)
+            if status:
+                self._refuse(conn, error_response(status))
                 return
             if not self.alive:
                 self._start_drain()
@@ -402,24 +313,14 @@ class SyncWorker(Worker):
     def _finish_exchange(self, conn: Connection, ex: Exchange | None) -> bool:
         """After a response: close, or wait for the next request.  True if
         the connection stays open."""
-        conn.request = None
-        reader = conn.reader
-        if ex is not None and conn.finish(ex, _monotonic(), reader.buffered > 0):
-            try:
-                reader.start_next()
-                return True
-            except RuntimeError:
-                # Not reachable while every reader error reaches the
-                # exchange; if one ever does not, close, never crash.
-                self.log.error("Request reader not done after an exchange; closing")
-        if ex is not None and ex.close is not _CLIENT_GONE and (
-                ex.close is _BAD_BODY or _body_left(reader)):
-            # The client may still be sending its body: close lingering, so
-            # that it reads the response instead of a reset.
+        state = self.after_exchange(conn, ex)
+        if state is _LINGER:
             self._refuse(conn, b"")
-        else:
+            return False
+        if state is ConnState.CLOSED:
             self._close(conn)
-        return False
+            return False
+        return True
 
     def _refuse(self, conn: Connection, response: bytes) -> None:
         """Send ``response`` (an error, or nothing) and close, reading no
@@ -549,186 +450,3 @@ class SyncWorker(Worker):
         for _ in pool:
             self.jobs.put(None)
         signal.set_wakeup_fd(-1)
-
-    # -- one exchange ------------------------------------------------------
-
-    def handle(self, conn: Connection, req: Request) -> Exchange:
-        """Serve one request; the exchange says whether the connection may
-        be kept alive."""
-        sock = conn.sock
-        body_timeout = self.body_timeout
-        write_timeout = self.write_timeout
-        inline = self.threads == 1
-        beat = self.heartbeat.beat
-        start = _monotonic()
-        ex = conn.begin(req, start, conn.client)
-        ex.peer = conn.remote  # the PROXY header's client, as REMOTE_ADDR
-        grace = start + self.policy.rate_grace
-
-        def progress(n: int) -> None:
-            ex.moved += n
-            now = _monotonic()
-            if now <= grace or ex.progressing(now):
-                conn.progress = now
-                if inline:
-                    beat()
-
-        def send(data: bytes) -> None:
-            send_all(sock, data, write_timeout, progress)
-
-        reader = conn.reader
-
-        def fill() -> bytes:
-            while True:
-                try:
-                    event = reader.next_event()
-                except HTTPError as exc:
-                    # The reader is dead now: whatever the app makes of
-                    # this (Django and Flask answer it), the connection
-                    # closes after the response.
-                    ex.body_error(exc)
-                    raise
-                if type(event) is bytes:
-                    return event
-                if event is NEED_DATA:
-                    if ex.continue_pending:
-                        ex.continue_pending = False
-                        send(_CONTINUE)
-                    reader.feed(recv_some(sock, body_timeout, progress))
-                    continue
-                # EndOfMessage (trailers are not part of WSGI): the whole
-                # body is in, so no 100 Continue is owed any more.
-                ex.continue_pending = False
-                return b""
-
-        resp = WSGIResponse(send, ex)
-        wsgi_input = WSGIInput(fill)
-        peer = conn.peer
-        forwarded = conn.forwarded
-        environ = build_environ(self.environ_base, req, wsgi_input, conn.remote, forwarded)
-        ex.environ = environ
-        if forwarded.client is not None:
-            ex.client = forwarded.client
-        result: Any = None
-        try:
-            if not self.begin_request(ex):
-                raise _HookFailed()
-            result = self.app(environ, resp.start_response)
-            self._write_result(resp, result, sock, write_timeout, progress, ex)
-            resp.finish()
-        except ClientGone:
-            ex.close_because(Close.CLIENT_GONE)
-        except ClientTimeout:
-            ex.close_because(Close.CLIENT_GONE)
-            # A client that stopped reading: reset the connection, so the
-            # kernel drops the unsent response instead of trickling it out.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-        except Exception as exc:
-            if isinstance(exc, HTTPError):
-                # The body was malformed while the app read it.
-                self.log.debug("Bad request body from %s: %s", peer, exc)
-            elif not isinstance(exc, _HookFailed):
-                self.log.error("Error handling request %s:\n%s",
-                               req.raw_line.decode("latin-1"), traceback.format_exc())
-            ex.close_because(Close.APP_ERROR)
-            if not resp.head_sent:
-                status = error_status(exc)
-                ex.set_status(status)
-                ex.response_headers = []
-                try:
-                    send(error_response(status, req.http_version))
-                except (ClientGone, ClientTimeout):
-                    pass
-        finally:
-            if result is not None and hasattr(result, "close"):
-                try:
-                    result.close()
-                except Exception:
-                    self.log.error("Error closing the response iterable:\n%s",
-                                   traceback.format_exc())
-        if ex.close is None and reader.in_body:
-            self._drain_body(ex, reader, sock, progress)
-        self.end_exchange(ex)
-        return ex
-
-    def _drain_body(self, ex: Exchange, reader: RequestReader, sock: socket.socket,
-                    progress) -> None:
-        """Read and drop the body the app left unread, within the policy's
-        bounds in bytes and time; past them the connection closes."""
-        policy = self.policy
-        # Without our "100 Continue" the client may never send it.
-        if ex.continue_pending or not policy.worth_discarding(reader):
-            ex.close_because(Close.BODY_UNREAD)
-            return
-        limit = policy.drain_bytes
-        deadline = _monotonic() + policy.drain_time
-        total = 0
-        while True:
-            try:
-                event = reader.next_event()
-            except HTTPError as exc:
-                ex.body_error(exc)
-                return
-            if type(event) is bytes:
-                total += len(event)
-                if total > limit:
-                    ex.close_because(Close.BODY_UNREAD)
-                    return
-                continue
-            if event is not NEED_DATA:
-                return  # EndOfMessage: the connection can be reused
-            left = deadline - _monotonic()
-            if left <= 0:
-                ex.close_because(Close.BODY_UNREAD)
-                return
-            try:
-                reader.feed(recv_some(sock, left, progress))
-            except ClientTimeout:
-                ex.close_because(Close.BODY_UNREAD)
-                return
-            except ClientGone:
-                ex.close_because(Close.CLIENT_GONE)
-                return
-
-    def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
-                      write_timeout: float, progress, ex: Exchange) -> None:
-        if isinstance(result, FileWrapper):
-            plan = resp.sendfile_plan(result)
-            if plan is not None:
-                fd, offset, count = plan
-                try:
-                    sent = sendfile_all(sock, fd, offset, count, write_timeout, progress)
-                except OSError as exc:
-                    ex.sent += getattr(exc, "written", 0)
-                    raise
-                ex.sent += sent
-                if sent < count:
-                    ex.close_because(Close.FRAMING)  # the file shrank
-                return
-        elif (type(result) in (list, tuple) and len(result) == 1
-              and not resp.head_sent and resp.content_length is None):
-            # The common case: a whole body in one piece.  Frame it with a
-            # Content-Length instead of chunking it.
-            body = result[0]
-            if not isinstance(body, (bytes, bytearray)):
-                raise ResponseError(f"response body must be bytes, got {type(body).__name__}")
-            resp.write(body, body_length=len(body))
-            return
-        write = resp.write
-        for data in result:
-            write(data)
-
-
-def _body_left(reader: RequestReader) -> bool:
-    """Whether part of the current request's body is still unread."""
-    if not reader.in_body:
-        return False
-    try:
-        event = reader.next_event()
-    except HTTPError:
-        return True
-    return event is NEED_DATA or type(event) is bytes
-
-
-class _HookFailed(Exception):
-    """pre_request failed (already logged): answer 500, skip the app."""

@@ -26,9 +26,9 @@ def _write(tmp_path, text: str):
     ("bind = ['127.0.0.1:99999']\n", "bind: invalid port in '127.0.0.1:99999'"),
     ("bind = 'fe80::1:80'\n", "bind: an IPv6 address is written [ADDR]:PORT"),
     ("timeout = -1\n", "timeout: expected a number of seconds >= 0"),
-    ("worker_class = 'gevent'\n", "worker_class: 'gevent' is not available: forkserve has no "
-                                  "gevent worker yet: serve blocking I/O with -k sync"),
-    ("worker_class = 'nope'\n", "worker_class: expected auto, sync or asgi"),
+    ("worker_class = 'eventlet'\n", "worker_class: 'eventlet' is not available: gunicorn 27 "
+                                    "dropped eventlet too: serve blocking I/O with -k sync"),
+    ("worker_class = 'nope'\n", "worker_class: expected auto, sync, asgi or gevent"),
     ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
     ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown server hook; did you mean 'post_fork'?"),
     ("def post_fork(server):\n    pass\n", "post_fork: a server hook taking 2 argument(s)"),

@@ -503,6 +503,20 @@ CASES = [
          "-D --pid @DIR@/app.pid -b 127.0.0.1:@PORT@ --error-logfile @DIR@/error.log "
          "compat_wsgi:application",
          daemon_pidfile="app.pid"),
+    # As Flask's deployment docs run gunicorn with gevent.
+    Case("gevent-config", "-c gunicorn.conf.py compat_wsgi:application",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             import multiprocessing
+
+             bind = "127.0.0.1:@PORT@"
+             workers = min(multiprocessing.cpu_count(), 2)
+             worker_class = "gevent"
+             worker_connections = 1000
+             timeout = 30
+             """)}),
+    Case("gevent-class-path-app-factory",
+         "-k gunicorn.workers.ggevent.GeventWorker -w 1 -b 127.0.0.1:@PORT@ "
+         "'compat_wsgi:create_app()'", answer=b"factory"),
     Case("check-config", "--check-config -b 127.0.0.1:@PORT@ compat_wsgi:application",
          exit_zero=True, answer=None),
     Case("refused-config-raises", "-c gunicorn.conf.py compat_wsgi:application",

@@ -4,6 +4,7 @@ kind by the code every worker (or the master) shares."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def _imported_modules(path: Path) -> set[str]:
 
 
 WORKER_KIND_MODULES = {"forkserve.workers.sync", "forkserve.workers.asgi",
-                       "forkserve.workers.websocket"}
+                       "forkserve.workers.websocket", "forkserve.workers.gevent_worker"}
 
 
 def test_base_imports_no_worker_kind():
@@ -76,13 +77,24 @@ def test_auto_asks_the_app():
 
 def test_unknown_names_are_refused():
     with pytest.raises(ValueError, match="unknown worker kind"):
-        registry.worker_class("gevent")
-    with pytest.raises(ConfigError, match="no gevent worker yet"):
-        Config().set("worker_class", "gevent", "test")
+        registry.worker_class("eventlet")
+    with pytest.raises(ConfigError, match="gunicorn 27 dropped eventlet too"):
+        Config().set("worker_class", "eventlet", "test")
     with pytest.raises(ConfigError, match="did you mean 'gthread'"):
         Config().set("worker_class", "thread", "test")
-    with pytest.raises(ConfigError, match="expected auto, sync or asgi"):
+    with pytest.raises(ConfigError, match="expected auto, sync, asgi or gevent"):
         Config().set("worker_class", "pool", "test")
+
+
+@pytest.mark.parametrize("name", ["gevent", "gunicorn.workers.ggevent.GeventWorker"])
+def test_a_kind_whose_package_is_missing_says_how_to_install_it(monkeypatch, name):
+    # None in sys.modules: importlib's "not installed", without importing.
+    monkeypatch.setitem(sys.modules, "gevent", None)
+    assert registry.missing_extra("sync") is None
+    with pytest.raises(ConfigError) as info:
+        Config().set("worker_class", name, "test")
+    assert str(info.value).startswith("worker_class: the gevent worker needs the gevent "
+                                      "package: pip install 'forkserve[gevent]'")
 
 
 @pytest.mark.parametrize("name", sorted(registry.ALIASES))
