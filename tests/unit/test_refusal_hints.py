@@ -58,7 +58,7 @@ def test_gunicorns_own_names_in_a_config_file_never_get_a_hint(tmp_path, conf):
     ("gevent", "-k sync --threads N"),
     ("eventlet", "-k sync --threads N"),
     ("tornado", "-k asgi"),
-    ("egg:meinheld#gmeinheld", "expected auto, sync or asgi"),
+    ("egg:meinheld#gmeinheld", "expected auto, sync, asgi or gevent"),
     ("gunicorn.workers.ggevent.GeventWorker", "gevent"),
 ])
 def test_a_refused_worker_class_says_what_to_use(worker, needle):

@@ -108,10 +108,10 @@ def test_without_uvicorn_says_so_in_one_line(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("path, needle", [
     ("collections.OrderedDict", "'collections.OrderedDict' is not a worker forkserve runs: "
-                                "expected auto, sync or asgi"),
-    ("os.no_such_class", "'os' has no 'no_such_class'; expected auto, sync or asgi"),
+                                "expected auto, sync, asgi or gevent"),
+    ("os.no_such_class", "'os' has no 'no_such_class'; expected auto, sync, asgi or gevent"),
     ("no_such_pkg.Worker", "cannot import 'no_such_pkg.Worker': no module named "
-                           "'no_such_pkg'; expected auto, sync or asgi"),
+                           "'no_such_pkg'; expected auto, sync, asgi or gevent"),
 ])
 def test_other_classes_are_refused_with_what_is_supported(tmp_path, path, needle):
     with pytest.raises(ConfigError) as info:
