@@ -28,6 +28,15 @@ lingering close, so the client still reads the response); at
 ``worker_connections`` the connection waiting longest (idle, or sending its
 head slowly) makes room for a new one.
 
+TLS (``certfile``): each accepted socket is wrapped, and the loop does the
+handshake without blocking, waiting on the selector for whichever way
+OpenSSL asks; the connection is FRESH meanwhile, so the handshake and the
+wait for the first request byte share one bound (``header_timeout`` from the
+accept, as a fresh connection always has), and a client that stalls, sends
+garbage or plaintext HTTP costs a descriptor until then, never the loop.
+Responses go through the same reads and writes (``sockio``), without
+sendfile.
+
 Graceful stop (TERM, recycling): no accept() once the flag is seen, even for
 listeners already reported readable; exchanges in flight finish; idle
 keep-alive connections stay open until a request arrives (answered with
@@ -43,12 +52,14 @@ import queue
 import selectors
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
 import traceback
 from typing import Any
 
+from .. import tls
 from ..heartbeat import WorkerState
 from ..http.connection import (Close, ConnState, Exchange, Expiry, HTTPConnection, Policy,
                                error_status, eviction_candidates)
@@ -57,7 +68,7 @@ from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
 from ..http.wsgi import FileWrapper, WSGIInput, WSGIResponse, base_environ, build_environ
 from .base import Worker
-from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
+from .sockio import WOULD_BLOCK, ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
 
 __all__ = ["SyncWorker"]
 
@@ -89,7 +100,8 @@ def limits_from(cfg: Any) -> Limits:
 class Connection(HTTPConnection):
     """A client connection of this worker: the core's state plus the socket."""
 
-    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered")
+    __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered",
+                 "tls_wait")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader,
                  policy: Policy, now: float) -> None:
@@ -101,6 +113,9 @@ class Connection(HTTPConnection):
         self.progress = 0.0     # last progress while in the app, monotonic
         self.request: Request | None = None
         self.registered = False  # in the selector
+        # The selector event the TLS handshake waits for; 0 once it is
+        # done, or without TLS.
+        self.tls_wait = 0
 
     def close(self) -> None:
         self.state = _CLOSED
@@ -135,7 +150,10 @@ class SyncWorker(Worker):
         self.jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self.accepting = False
         name, port = self._server_name()
-        self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
+        self.tls = tls.enabled(cfg)
+        self.suppress_ragged_eofs = cfg.suppress_ragged_eofs
+        self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"),
+                                         "https" if self.tls else "http")
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
 
     def _server_name(self) -> tuple[str, str]:
@@ -252,7 +270,17 @@ class SyncWorker(Worker):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             else:
                 peer = None
+            ctx = self.ssl_context
+            if ctx is not None:
+                try:
+                    sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                                           suppress_ragged_eofs=self.suppress_ragged_eofs)
+                except (OSError, ValueError):
+                    sock.close()  # gone already
+                    continue
             conn = Connection(sock, peer, RequestReader(self.limits), self.policy, _monotonic())
+            if ctx is not None:
+                conn.tls_wait = selectors.EVENT_READ
             fd = sock.fileno()
             self.conns[fd] = conn
             # Most clients send the request with the connection: read now,
@@ -299,9 +327,15 @@ class SyncWorker(Worker):
         if conn.state is _LINGER:
             self._linger(conn)
             return
+        if conn.tls_wait and not self._handshake(conn):
+            return
         try:
             data = conn.sock.recv(65536)
-        except BlockingIOError:
+            if conn.tls_wait == 0 and self.tls:
+                # Plaintext OpenSSL holds already: no readiness would say so.
+                while data and conn.sock.pending():
+                    data += conn.sock.recv(65536)
+        except WOULD_BLOCK:
             return
         except OSError:
             self._close(conn)
@@ -310,6 +344,41 @@ class SyncWorker(Worker):
             conn.data_arrived(_monotonic())
         conn.reader.feed(data)
         self._next_request(conn)
+
+    def _handshake(self, conn: Connection) -> bool:
+        """Move a TLS handshake on without blocking; True once it is done.
+        A failed one (plaintext HTTP, garbage, a reset, a refused client
+        certificate) closes the connection: there is no TLS to answer in."""
+        sock = conn.sock
+        try:
+            sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._wait_tls(conn, selectors.EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._wait_tls(conn, selectors.EVENT_WRITE)
+            return False
+        except (OSError, ValueError) as exc:
+            self.log.debug("TLS handshake with %s failed: %s", conn.peer, exc)
+            # Closed lingering: what the client sent past the point OpenSSL
+            # gave up (a plaintext request) would make close() a reset.
+            if conn.registered and conn.tls_wait != selectors.EVENT_READ:
+                self.selector.modify(sock, selectors.EVENT_READ, conn)
+            conn.tls_wait = 0
+            self._refuse(conn, b"")
+            return False
+        if conn.tls_wait != selectors.EVENT_READ and conn.registered:
+            self.selector.modify(sock, selectors.EVENT_READ, conn)
+        conn.tls_wait = 0
+        return True
+
+    def _wait_tls(self, conn: Connection, event: int) -> None:
+        if conn.tls_wait != event and conn.registered:
+            self.selector.modify(conn.sock, event, conn)
+        elif not conn.registered and self.conns.get(conn.sock.fileno()) is conn:
+            self.selector.register(conn.sock, event, conn)
+            conn.registered = True
+        conn.tls_wait = event
 
     def _next_request(self, conn: Connection) -> None:
         """Serve every complete request buffered on ``conn``, in order
@@ -650,7 +719,7 @@ class SyncWorker(Worker):
 
     def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
                       write_timeout: float, progress, ex: Exchange) -> None:
-        if isinstance(result, FileWrapper):
+        if isinstance(result, FileWrapper) and not self.tls:  # no sendfile through TLS
             plan = resp.sendfile_plan(result)
             if plan is not None:
                 fd, offset, count = plan

@@ -29,7 +29,7 @@ def _write(tmp_path, text: str):
     ("worker_class = 'gevent'\n", "worker_class: 'gevent' is not available: forkserve has no "
                                   "gevent worker yet: serve blocking I/O with -k sync"),
     ("worker_class = 'nope'\n", "worker_class: expected auto, sync or asgi"),
-    ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
+    ("certfile = 'cert.pem'\n", "certfile: cannot read cert.pem: No such file or directory"),
     ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown setting; did you mean 'post_fork'?"),
     ("def post_fork(server):\n    pass\n", "post_fork: a server hook taking 2 argument(s)"),
     ("workers = (\n", "config: syntax error on line"),
