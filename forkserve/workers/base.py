@@ -34,8 +34,8 @@ import time
 import traceback
 from typing import Any, ClassVar, NoReturn
 
-from ..app import AppLoadError, load_app
 from .. import tls
+from ..app import AppLoadError, load_app
 from ..config import Config, ConfigError
 from ..heartbeat import Heartbeat, WorkerState
 from ..http.connection import Exchange, RequestView

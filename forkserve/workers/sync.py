@@ -331,7 +331,7 @@ class SyncWorker(Worker):
             return
         try:
             data = conn.sock.recv(65536)
-            if conn.tls_wait == 0 and self.tls:
+            if self.tls:
                 # Plaintext OpenSSL holds already: no readiness would say so.
                 while data and conn.sock.pending():
                     data += conn.sock.recv(65536)
