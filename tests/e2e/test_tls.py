@@ -166,6 +166,19 @@ def test_keep_alive_chunked_and_large_bodies_over_tls(forkserve, pki, kind):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["sync", "asgi"])
+def test_tls_on_a_unix_socket(forkserve, pki, kind):
+    _, app, extra = next(k for k in KINDS if k[0] == kind)
+    server = forkserve(app, *extra, *_server_args(pki), unix=True)
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.settimeout(10)
+    raw.connect(server.unix)
+    with client_context(pki).wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert parse_response(read_until_close(s))[2] == b"hello"
+
+
+@pytest.mark.timeout(60)
 def test_wss_websocket(forkserve, pki):
     from websockets.sync.client import connect
 
