@@ -250,6 +250,16 @@ def _log_notes(cfg: Config) -> None:
         error_log.log(level, line)
 
 
+def _check_tls(cfg: Config) -> None:
+    """Build the TLS context once, before forking, so that a bad
+    certificate is a config error (relative paths are from the directory
+    the master serves from, after chdir); its warnings join the notes."""
+    from . import tls
+
+    for i, line in enumerate(tls.check(cfg)):
+        cfg.note(f"tls {i}", logging.WARNING, line)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     _reserve_std_fds()
@@ -271,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.write(cfg.to_python())
         sys.exit(0)
     if cfg.check_config:
+        try:
+            _check_tls(cfg)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+            return
         for level, line in cfg.notes.values():
             if level >= logging.WARNING:
                 click.echo(f"forkserve: warning: {line}", err=True)
@@ -313,7 +328,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LogConfigError as exc:
         _fail(str(exc), EXIT_USAGE)
     statsd.configure(cfg)
-    _log_notes(cfg)
     start_cwd = os.getcwd()
     if cfg.chdir:
         try:
@@ -321,10 +335,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         except OSError as exc:
             _fail(f"chdir: {exc.strerror}: {cfg.chdir} ({cfg.sources['chdir']})", EXIT_USAGE)
     os.umask(cfg.umask)
+    try:
+        _check_tls(cfg)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    _log_notes(cfg)
 
     def reload_config() -> Config:
         new = build_config(argv, cwd=start_cwd)
         new.values["chdir"] = None
+        _check_tls(new)  # a bad certificate fails the reload; the old workers serve on
         _apply_raw_env(new)  # for the new workers, as gunicorn's reload does
         capture_output(new.capture_output)
         _log_notes(new)

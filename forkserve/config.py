@@ -149,6 +149,27 @@ _NO_SUCH_WORKER = {
 }
 
 
+_TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+
+
+def cert_reqs(v: Any) -> int:
+    """ssl.CERT_NONE (0), CERT_OPTIONAL (1) or CERT_REQUIRED (2)."""
+    value = integer(0)(v)
+    if value > 2:
+        raise ValueError(f"expected 0 (none), 1 (optional) or 2 (required), got {v!r}")
+    return value
+
+
+def ssl_version(v: Any) -> int | str:
+    """gunicorn's ssl_version: a protocol number or name, kept only to say
+    that it is ignored (gunicorn 27 ignores it too)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return int(v)
+    if _is_str(v) and v.strip():
+        return v.strip()
+    raise ValueError(f"expected an ssl protocol number or name, got {v!r}")
+
+
 def worker_class_name(v: Any) -> str:
     """auto, sync, asgi or gevent; gunicorn's and uvicorn's names for them
     too (the worker registry's aliases); or a dotted path to a class, which
@@ -539,6 +560,45 @@ SETTINGS: tuple[Setting, ...] = (
             "sockets, or '*'.",
             ("--proxy-allow-from",), "LIST",
             gunicorn="a unix socket peer is trusted only if 'unix' is listed (gunicorn: always)"),
+    # -- TLS
+    Setting("certfile", "tls", optional_string, None,
+            "TLS certificate file (PEM, the chain after the certificate); setting it makes "
+            "every listener speak TLS (https, wss). Read again by each new worker (HUP).",
+            ("--certfile",), "FILE", gunicorn=""),
+    Setting("keyfile", "tls", optional_string, None,
+            "TLS private key file (PEM, unencrypted); unset: the key is in certfile.",
+            ("--keyfile",), "FILE", gunicorn="refused at start without certfile"),
+    Setting("ca_certs", "tls", optional_string, None,
+            "CA certificates (PEM) that client certificates are checked against (cert_reqs).",
+            ("--ca-certs",), "FILE", gunicorn=""),
+    Setting("cert_reqs", "tls", cert_reqs, 0,
+            "Client certificates: 0 not asked for, 1 checked if sent, 2 required.",
+            ("--cert-reqs",), "INT", gunicorn=""),
+    Setting("ciphers", "tls", optional_string, None,
+            "TLS 1.2 cipher suites, as an OpenSSL cipher list (unset: Python's defaults).",
+            ("--ciphers",), "LIST", gunicorn=""),
+    Setting("ssl_min_version", "tls",
+            choice(*_TLS_VERSIONS, aliases={"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3",
+                                            "1.2": "TLSv1.2", "1.3": "TLSv1.3"}),
+            "TLSv1.2",
+            "Oldest TLS version accepted: TLSv1.2 or TLSv1.3.",
+            ("--ssl-min-version",), "VERSION"),
+    Setting("ssl_version", "tls", ssl_version, 2,
+            "Ignored, as gunicorn 27 ignores it (a warning says so unless it is the "
+            "default): use ssl_min_version.",
+            ("--ssl-version",), "VERSION",
+            gunicorn="ignored with a warning, as in gunicorn 27 (deprecated there); "
+                     "ssl_min_version sets the oldest version"),
+    Setting("do_handshake_on_connect", "tls", boolean, False,
+            "Accepted for gunicorn's configs; either way a worker's event loop does the "
+            "handshake as soon as a connection is accepted, within header_timeout.",
+            ("--do-handshake-on-connect",), is_flag=True,
+            gunicorn="changes nothing: the handshake never blocks a worker (gunicorn: "
+                     "True does it in the accepting thread)"),
+    Setting("suppress_ragged_eofs", "tls", boolean, True,
+            "A client that closes without a TLS close_notify is taken as having closed "
+            "(false: as an error, in the sync worker; the ASGI worker always closes).",
+            ("--suppress-ragged-eofs",), is_flag=True, gunicorn=""),
     # -- server mechanics
     Setting("preload_app", "server", boolean, False,
             "Import the app in the master before forking (shares memory; HUP then reloads it in the master).",
@@ -687,6 +747,7 @@ HOOKS: dict[str, tuple[str, ...]] = {
     "worker_exit": ("server", "worker"),
     "nworkers_changed": ("server", "new_value", "old_value"),
     "on_exit": ("server",),
+    "ssl_context": ("config", "default_ssl_context_factory"),
 }
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

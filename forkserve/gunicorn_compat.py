@@ -13,7 +13,7 @@ each with one outcome:
 
 A quiet value is gunicorn's default (or one that asks for what forkserve
 does anyway), so the templates that spell out every default
-(``daemon = False``, ``keyfile = None``) run without noise.
+(``daemon = False``, ``spew = False``) run without noise.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Foreign:
     multiple: bool = False            # the flag may repeat
     optional_value: Any = None        # a flag whose argument may be left out: its value then
     hook: bool = False                # a server hook (a function in config files)
-    # The setting this one only matters with (ssl_version: certfile).  That
+    # The setting this one only matters with (reload_engine: reload).  That
     # one warns or is refused; this one, like in gunicorn without it, says
     # nothing more.
     needs: str = ""
@@ -74,9 +74,6 @@ def _same(value: Any, quiet: Any) -> bool:
         return False
 
 
-_TLS = ("forkserve does not terminate TLS yet: put a TLS proxy in front (nginx, a load "
-        "balancer) and list it in forwarded_allow_ips")
-_TLS_ONLY = "used only with certfile, and forkserve does not terminate TLS yet"
 _LOGCONFIG = ("forkserve has no logger class to replace: shape the logs with logconfig_dict "
               "(or logconfig, logconfig_json) targeting gunicorn.error and gunicorn.access, "
               "or errorlog, accesslog, access_log_format")
@@ -137,20 +134,6 @@ _FOREIGN: tuple[Foreign, ...] = (
     # -- process naming
     Foreign("default_proc_name", Outcome.NO_EFFECT,
             "process titles come from proc_name, or the app", ("gunicorn",)),
-    # -- TLS
-    Foreign("keyfile", Outcome.REFUSED, _TLS, (None, ""), ("--keyfile",)),
-    Foreign("certfile", Outcome.REFUSED, _TLS, (None, ""), ("--certfile",)),
-    Foreign("ca_certs", Outcome.REFUSED, _TLS, (None, ""), ("--ca-certs",)),
-    Foreign("ssl_version", Outcome.NO_EFFECT, _TLS_ONLY, (2, "2", "TLS", "TLS_SERVER"),
-            ("--ssl-version",), needs="certfile"),
-    Foreign("cert_reqs", Outcome.NO_EFFECT, _TLS_ONLY, (0, "0"), ("--cert-reqs",),
-            needs="certfile"),
-    Foreign("suppress_ragged_eofs", Outcome.NO_EFFECT, _TLS_ONLY, (True, "true"),
-            ("--suppress-ragged-eofs",), is_flag=True, needs="certfile"),
-    Foreign("do_handshake_on_connect", Outcome.NO_EFFECT, _TLS_ONLY, _BOOL,
-            ("--do-handshake-on-connect",), is_flag=True, needs="certfile"),
-    Foreign("ciphers", Outcome.NO_EFFECT, _TLS_ONLY, (None,), ("--ciphers",), needs="certfile"),
-    Foreign("ssl_context", Outcome.NO_EFFECT, _TLS_ONLY, hook=True, needs="certfile"),
     # -- HTTP/2
     Foreign("http_protocols", Outcome.NO_EFFECT, _H1 + "; clients that offer h2 get HTTP/1.1",
             ("h1",), ("--http-protocols",)),
@@ -231,4 +214,6 @@ GUNICORN_NAMES: tuple[str, ...] = (
 #: How forkserve's server hooks differ from gunicorn's ("" where they do not).
 HOOK_NOTES: dict[str, str] = {
     "when_ready": "runs once the first workers serve (gunicorn: before they are forked)",
+    "ssl_context": "called when a worker boots, and once in the master on start and HUP to "
+                   "check the settings (gunicorn's sync workers: once per connection)",
 }

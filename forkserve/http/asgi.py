@@ -37,14 +37,19 @@ def _decode_path(raw: bytes) -> str:
 
 def http_scope(req: Request, server: tuple[str, int | None] | None,
                client: tuple[str, int] | None, forwarded: Forwarded, root_path: str,
-               state: dict[str, Any] | None, websocket: bool = False) -> dict[str, Any]:
-    """The scope for one HTTP (or WebSocket) request, per the ASGI spec."""
+               state: dict[str, Any] | None, websocket: bool = False,
+               tls: bool = False) -> dict[str, Any]:
+    """The scope for one HTTP (or WebSocket) request, per the ASGI spec;
+    ``tls``: the connection is TLS (https, wss), unless a trusted proxy
+    says otherwise."""
     if forwarded.client is not None:
         client = (forwarded.client, 0)
     if websocket:
-        scheme = "wss" if forwarded.scheme == "https" else "ws"
+        secure = forwarded.scheme == "https" if forwarded.scheme else tls
+        scheme = "wss" if secure else "ws"
     else:
-        scheme = forwarded.scheme or (req.scheme.decode("ascii") if req.scheme else "http")
+        scheme = forwarded.scheme or (req.scheme.decode("ascii") if req.scheme else
+                                      "https" if tls else "http")
     headers = req.headers
     if forwarded.host is not None:
         headers = [(n, v) for n, v in headers if n != b"host"] + [(b"host", forwarded.host)]

@@ -190,9 +190,12 @@ class WSGIInput:
 
 
 def base_environ(server_name: str, server_port: str, multithread: bool,
-                 script_name: str, errors: ErrorStream) -> dict[str, Any]:
-    """The per-worker constant part of every environ."""
+                 script_name: str, errors: ErrorStream,
+                 url_scheme: str = "http") -> dict[str, Any]:
+    """The per-worker constant part of every environ; ``url_scheme`` is the
+    listeners' (https with TLS), which a trusted proxy's header overrides."""
     return {
+        "wsgi.url_scheme": url_scheme,
         "wsgi.version": (1, 0),
         "wsgi.multithread": multithread,
         "wsgi.multiprocess": True,
@@ -230,7 +233,8 @@ def build_environ(base: dict[str, Any], req: Request, wsgi_input: WSGIInput,
     """The environ for one request (PEP 3333).  ``forwarded`` is what a
     trusted proxy said about the client (see http/proxy.py)."""
     environ = base.copy()
-    url_scheme = forwarded.scheme or req.scheme and req.scheme.decode("ascii") or "http"
+    url_scheme = forwarded.scheme or req.scheme and req.scheme.decode("ascii") or \
+        base["wsgi.url_scheme"]
     script_name = base["SCRIPT_NAME"]
     for name, value in forwarded.extra:
         if name == b"script_name":  # a trusted proxy mounts the app (forwarder_headers)

@@ -14,6 +14,13 @@ drop connections, then stop listening for good), and from the moment a drain
 begins (every connection accepted until then is registered at once, so the
 drain waits for it).
 
+TLS (``certfile``): the event loop does the handshake
+(``connect_accepted_socket(ssl=...)``), asynchronously; the connection is
+FRESH meanwhile and the sweep closes it if it is not through by its
+deadline, ``header_timeout`` from the accept, which the loop's own handshake
+timeout backs up.  A handshaking connection can be closed to make room at
+``worker_connections``, like any waiting one.
+
 Liveness: the heartbeat is beaten by a callback on the event loop itself, so
 a loop blocked by a synchronous call stops beating and the arbiter kills the
 worker after ``timeout``, just like a stuck sync worker.
@@ -28,6 +35,7 @@ import sys
 import time
 from typing import Any
 
+from .. import tls
 from ..heartbeat import WorkerState
 from ..http.asgi import ClientDisconnected
 from ..http.connection import Policy, eviction_candidate, eviction_candidates
@@ -85,6 +93,8 @@ class ASGIWorker(Worker):
         self.proxy_senders = ProxyTrust(cfg.proxy_allow_ips)
         self.root_path = cfg.root_path.rstrip("/")
         self.limit_concurrency = cfg.limit_concurrency
+        self.tls = tls.enabled(cfg)
+        self.handshake_timeout = cfg.header_timeout or None
         self.worker_connections = cfg.worker_connections
         self.body_timeout = cfg.body_timeout or None
         self.write_timeout = cfg.write_timeout or None
@@ -187,8 +197,7 @@ class ASGIWorker(Worker):
                     victims.pop()
                 if not victims:
                     victims = eviction_candidates(  # type: ignore[assignment]
-                        (c for c in self.connections if c.transport is not None),
-                        _ACCEPT_BATCH)
+                        (c for c in self.connections if c.closable), _ACCEPT_BATCH)
                     victims.reverse()
                 if not victims:
                     # Every connection is in an exchange: resumed when one
@@ -197,7 +206,7 @@ class ASGIWorker(Worker):
                     return
                 victim = victims.pop()
             try:
-                sock, _ = lsock.accept()
+                sock, peer = lsock.accept()
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -211,25 +220,36 @@ class ASGIWorker(Worker):
             # Registered now, not at connection_made: a drain starting before
             # that callback must still wait for this connection.
             self.connections.add(proto)
-            coro = self._adopt(proto, sock)
+            coro = self._adopt(proto, sock, peer)
             if _EAGER:
                 task = asyncio.Task(coro, loop=self.loop, eager_start=True)
             else:
                 task = self.loop.create_task(coro)
             self.keep(task)
 
-    async def _adopt(self, proto: HTTPProtocol, sock: socket.socket) -> None:
+    async def _adopt(self, proto: HTTPProtocol, sock: socket.socket, peer: Any) -> None:
+        ctx = self.ssl_context
         try:
-            await self.loop.connect_accepted_socket(lambda: proto, sock)
-        except OSError:
-            sock.close()
+            if ctx is None:
+                await self.loop.connect_accepted_socket(lambda: proto, sock)
+            else:
+                proto.handshaking(sock)
+                self.sweep_soon()  # the sweep bounds the handshake
+                await self.loop.connect_accepted_socket(
+                    lambda: proto, sock, ssl=ctx, ssl_handshake_timeout=self.handshake_timeout)
+        except Exception as exc:
+            # Plaintext HTTP, garbage, a reset, a refused client
+            # certificate, a stall: there is no TLS to answer in.
+            if ctx is not None:
+                self.log.debug("TLS handshake with %s failed: %s", peer or "unix", exc)
+            sock.close()  # the loop's transport has it, if it got that far
             self.connection_closed(proto)
 
     def _eviction_candidate(self) -> HTTPProtocol | None:
         """The connection to close to make room (the connection core's
         choice), among those whose transport is made."""
         return eviction_candidate(  # type: ignore[return-value]
-            c for c in self.connections if c.transport is not None)
+            c for c in self.connections if c.closable)
 
     def _accept_failed(self, exc: OSError) -> None:
         # Out of descriptors (EMFILE, ENFILE) or memory, or anything else:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import select
+import socket
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -105,11 +106,24 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         self.ws: Any = None  # a WebSocketSession once upgraded
         self.processing = False
         self.again = False
+        # The accepted socket while the loop's TLS handshake runs (no
+        # transport yet): how to close the connection meanwhile.
+        self.pending_sock: Any = None
 
     # -- asyncio callbacks ---------------------------------------------------
 
+    def handshaking(self, sock: Any) -> None:
+        """The loop does a TLS handshake on ``sock`` before connection_made."""
+        self.pending_sock = sock
+
+    @property
+    def closable(self) -> bool:
+        """Whether close() can act now: connected, or still handshaking."""
+        return self.transport is not None or self.pending_sock is not None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.pending_sock = None
         worker = self.worker
         worker.sweep_soon()
         sock = transport.get_extra_info("socket")
@@ -354,7 +368,7 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
         as the request arrived, into ``forwarded``)."""
         worker = self.worker
         return http_scope(req, self.server, self.client, self.forwarded, worker.root_path,
-                          worker.lifespan.state_or_none, websocket)
+                          worker.lifespan.state_or_none, websocket, worker.tls)
 
     # -- the end of an exchange ----------------------------------------------------
 
@@ -489,10 +503,23 @@ class HTTPProtocol(asyncio.Protocol, HTTPConnection):
     def close(self) -> None:
         if not self.closed and self.transport is not None:
             self.transport.close()
+        elif self.pending_sock is not None:
+            self._cut_handshake()
 
     def abort(self) -> None:
         if not self.closed and self.transport is not None:
             self.transport.abort()
+        elif self.pending_sock is not None:
+            self._cut_handshake()
+
+    def _cut_handshake(self) -> None:
+        """End a TLS handshake the loop is still doing: shut the socket
+        down under it, so that the handshake fails and the loop closes."""
+        sock, self.pending_sock = self.pending_sock, None
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     # -- deadlines ---------------------------------------------------------------
 

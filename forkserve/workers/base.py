@@ -28,13 +28,15 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 import time
 import traceback
 from typing import Any, ClassVar, NoReturn
 
+from .. import tls
 from ..app import AppLoadError, load_app
-from ..config import Config
+from ..config import Config, ConfigError
 from ..heartbeat import Heartbeat, WorkerState
 from ..hookobjects import GunicornWorkerNames
 from ..http.connection import Exchange, RequestView
@@ -81,6 +83,10 @@ class Worker(GunicornWorkerNames):
     #: stuck exchange still stops the beats; so does the ASGI worker, whose
     #: loop beats from a timer callback.
     beats_per_exchange = True
+
+    #: The TLS context connections are served with (None: plain TCP); set
+    #: by run_worker before serve().
+    ssl_context: ssl.SSLContext | None = None
 
     # max_worker_memory, in bytes (0: none), once watch_memory() set it.
     memory_limit = 0
@@ -372,12 +378,15 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
             pass
         try:
             cfg.post_fork(server, pre)
+            # Before dropping privileges: key files are often root's only.
+            # Built afresh by each worker, so a HUP reads new certificates.
+            ssl_context = tls.server_context(cfg) if tls.enabled(cfg) else None
             _drop_privileges(cfg)
             if cfg.worker_class != AUTO:
                 worker_class(worker_kind(cfg.worker_class, app)).prepare_process(app)
             if app is None:
                 app = load_app(cfg.wsgi_app, cfg.chdir, cfg.pythonpath, cfg.worker_class)
-        except AppLoadError as exc:
+        except (AppLoadError, ConfigError) as exc:
             error_log.error("Worker %s failed to boot: %s", pre.pid, exc)
             code = EXIT_BOOT_ERROR
             return  # finally exits
@@ -388,6 +397,7 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         kind = worker_kind(cfg.worker_class, app)
         cls = worker_class(kind)
         worker = current = cls(age, server.pid, listeners, cfg, heartbeat, app)
+        worker.ssl_context = ssl_context
         # The boot handlers again, bound to this worker (a USR1 meanwhile
         # is carried over); Worker.run() installs the serving ones.
         worker.init_boot_signals()

@@ -10,6 +10,12 @@ says it would block.
 spent waiting on a slow client); the worker decides what counts as progress
 (``Exchange.progressing``).  A write cut short by the client raises with
 ``written``, the bytes of that write the client did get.
+
+TLS sockets (``ssl.SSLSocket``) go through the same functions: "would
+block" is then ``SSLWantReadError`` or ``SSLWantWriteError`` (which also
+says which way to wait), a write that would block must be retried with the
+same bytes (OpenSSL has taken part of them), and any other TLS error means
+the client is gone.  sendfile is for plain sockets only.
 """
 
 from __future__ import annotations
@@ -17,10 +23,21 @@ from __future__ import annotations
 import os
 import select
 import socket
+import ssl
 import time
 from typing import Callable
 
-__all__ = ["ClientGone", "ClientTimeout", "recv_some", "send_all", "sendfile_all"]
+__all__ = ["ClientGone", "ClientTimeout", "recv_some", "send_all", "sendfile_all",
+           "WOULD_BLOCK"]
+
+_WANT_READ = ssl.SSLWantReadError
+_WANT_WRITE = ssl.SSLWantWriteError
+#: What a non-blocking recv or send raises when it cannot go on now, plain
+#: or TLS.
+WOULD_BLOCK = (BlockingIOError, _WANT_READ, _WANT_WRITE)
+# The client is gone: reset, closed, or its TLS stream broken (after the
+# two above, which are ssl.SSLError too).
+_GONE = (ConnectionResetError, BrokenPipeError, ssl.SSLError)
 
 
 class ClientGone(ConnectionError):
@@ -67,10 +84,13 @@ def recv_some(sock: socket.socket, timeout: float, progress: Callable[[int], Non
     while True:
         try:
             data = sock.recv(size)
-        except BlockingIOError:
+        except (BlockingIOError, _WANT_READ):
             _wait(sock, select.POLLIN, timeout, progress)
             continue
-        except (ConnectionResetError, BrokenPipeError) as exc:
+        except _WANT_WRITE:
+            _wait(sock, select.POLLOUT, timeout, progress)
+            continue
+        except _GONE as exc:
             raise ClientGone(str(exc)) from None
         progress(len(data))
         return data
@@ -81,25 +101,31 @@ def send_all(sock: socket.socket, data: bytes, timeout: float,
     """Write all of ``data``; ``timeout`` bounds each stall, not the total."""
     try:
         sent = sock.send(data)
-    except BlockingIOError:
+    except WOULD_BLOCK:
         sent = 0
-    except (ConnectionResetError, BrokenPipeError) as exc:
+    except _GONE as exc:
         raise ClientGone(str(exc)) from None
     if sent == len(data):
         progress(sent)
         return
     total = sent
     view = memoryview(data)[sent:]
+    event = select.POLLOUT
     while view:
         try:
-            _wait(sock, select.POLLOUT, timeout, progress)
+            _wait(sock, event, timeout, progress)
             sent = sock.send(view)
-        except BlockingIOError:
+        except (BlockingIOError, _WANT_WRITE):
+            event = select.POLLOUT
+            continue
+        except _WANT_READ:
+            event = select.POLLIN
             continue
         except ClientTimeout as exc:
             raise _cut(exc, total) from None
-        except (ConnectionResetError, BrokenPipeError) as exc:
+        except _GONE as exc:
             raise _cut(ClientGone(str(exc)), total) from None
+        event = select.POLLOUT
         view = view[sent:]
         total += sent
         progress(sent)

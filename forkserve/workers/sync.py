@@ -28,6 +28,15 @@ lingering close, so the client still reads the response); at
 ``worker_connections`` the connection waiting longest (idle, or sending its
 head slowly) makes room for a new one.
 
+TLS (``certfile``): each accepted socket is wrapped, and the loop does the
+handshake without blocking, waiting on the selector for whichever way
+OpenSSL asks; the connection is FRESH meanwhile, so the handshake and the
+wait for the first request byte share one bound (``header_timeout`` from the
+accept, as a fresh connection always has), and a client that stalls, sends
+garbage or plaintext HTTP costs a descriptor until then, never the loop.
+Responses go through the same reads and writes (``sockio``), without
+sendfile.
+
 Graceful stop (TERM, recycling): no accept() once the flag is seen, even for
 listeners already reported readable; exchanges in flight finish; idle
 keep-alive connections stay open until a request arrives (answered with
@@ -43,6 +52,7 @@ import queue
 import selectors
 import signal
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -53,6 +63,7 @@ from ..http.proxy_protocol import ProxyProtocolError
 from ..http.request import NEED_DATA, HTTPError, Request, RequestReader
 from ..http.response import error_response
 from .base import Worker
+from .sockio import WOULD_BLOCK
 from .wsgi_serving import Connection, WSGIServing, limits_from
 
 # limits_from: also imported from here by the ASGI worker.
@@ -196,8 +207,18 @@ class SyncWorker(WSGIServing, Worker):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             else:
                 peer = None
+            ctx = self.ssl_context
+            if ctx is not None:
+                try:
+                    sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False,
+                                           suppress_ragged_eofs=self.suppress_ragged_eofs)
+                except (OSError, ValueError):
+                    sock.close()  # gone already
+                    continue
             conn = Connection(sock, peer, RequestReader(self.limits), self.policy, _monotonic())
             self.expect_preamble(conn)
+            if ctx is not None:
+                conn.tls_wait = selectors.EVENT_READ
             fd = sock.fileno()
             self.conns[fd] = conn
             # Most clients send the request with the connection: read now,
@@ -244,9 +265,15 @@ class SyncWorker(WSGIServing, Worker):
         if conn.state is _LINGER:
             self._linger(conn)
             return
+        if conn.tls_wait and not self._handshake(conn):
+            return
         try:
             data = conn.sock.recv(65536)
-        except BlockingIOError:
+            if self.tls:
+                # Plaintext OpenSSL holds already: no readiness would say so.
+                while data and conn.sock.pending():
+                    data += conn.sock.recv(65536)
+        except WOULD_BLOCK:
             return
         except OSError:
             self._close(conn)
@@ -265,6 +292,41 @@ class SyncWorker(WSGIServing, Worker):
                 return
         conn.reader.feed(data)
         self._next_request(conn)
+
+    def _handshake(self, conn: Connection) -> bool:
+        """Move a TLS handshake on without blocking; True once it is done.
+        A failed one (plaintext HTTP, garbage, a reset, a refused client
+        certificate) closes the connection: there is no TLS to answer in."""
+        sock = conn.sock
+        try:
+            sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._wait_tls(conn, selectors.EVENT_READ)
+            return False
+        except ssl.SSLWantWriteError:
+            self._wait_tls(conn, selectors.EVENT_WRITE)
+            return False
+        except (OSError, ValueError) as exc:
+            self.log.debug("TLS handshake with %s failed: %s", conn.peer, exc)
+            # Closed lingering: what the client sent past the point OpenSSL
+            # gave up (a plaintext request) would make close() a reset.
+            if conn.registered and conn.tls_wait != selectors.EVENT_READ:
+                self.selector.modify(sock, selectors.EVENT_READ, conn)
+            conn.tls_wait = 0
+            self._refuse(conn, b"")
+            return False
+        if conn.tls_wait != selectors.EVENT_READ and conn.registered:
+            self.selector.modify(sock, selectors.EVENT_READ, conn)
+        conn.tls_wait = 0
+        return True
+
+    def _wait_tls(self, conn: Connection, event: int) -> None:
+        if conn.tls_wait != event and conn.registered:
+            self.selector.modify(conn.sock, event, conn)
+        elif not conn.registered and self.conns.get(conn.sock.fileno()) is conn:
+            self.selector.register(conn.sock, event, conn)
+            conn.registered = True
+        conn.tls_wait = event
 
     def _next_request(self, conn: Connection) -> None:
         """Serve every complete request buffered on ``conn``, in order

@@ -19,6 +19,7 @@ import time
 import traceback
 from typing import Any
 
+from .. import tls
 from ..heartbeat import Heartbeat
 from ..http.connection import (Close, ConnState, Exchange, HTTPConnection, Policy,
                                error_status)
@@ -55,7 +56,7 @@ class Connection(HTTPConnection):
     """A client connection of this worker: the core's state plus the socket."""
 
     __slots__ = ("sock", "peer", "client", "reader", "progress", "request", "registered",
-                 "forwarded", "remote", "preamble")
+                 "forwarded", "remote", "preamble", "tls_wait")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: RequestReader,
                  policy: Policy, now: float) -> None:
@@ -73,6 +74,9 @@ class Connection(HTTPConnection):
         # the proxy's, whose trust decides the proxy headers).
         self.remote = peer
         self.preamble: ProxyPreamble | None = None  # until the PROXY header is read
+        # The selector event the TLS handshake waits for; 0 once it is
+        # done, or without TLS.
+        self.tls_wait = 0
 
     def close(self) -> None:
         self.state = _CLOSED
@@ -104,8 +108,10 @@ class WSGIServing:
         self.limits = limits_from(cfg)
         self.policy = Policy.from_config(cfg)
         name, port = self._server_name()
+        self.tls = tls.enabled(cfg)
+        self.suppress_ragged_eofs = cfg.suppress_ragged_eofs
         self.environ_base = base_environ(name, port, multithread, cfg.root_path.rstrip("/"),
-                                         ErrorStream(self.log))
+                                         ErrorStream(self.log), "https" if self.tls else "http")
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips, cfg.secure_scheme_headers,
                                 cfg.forwarder_headers)
         self.proxy_protocol = cfg.proxy_protocol
@@ -315,7 +321,7 @@ class WSGIServing:
 
     def _write_result(self, resp: WSGIResponse, result: Any, sock: socket.socket,
                       write_timeout: float, progress, ex: Exchange) -> None:
-        if isinstance(result, FileWrapper):
+        if isinstance(result, FileWrapper) and not self.tls:  # no sendfile through TLS
             plan = resp.sendfile_plan(result)
             if plan is not None:
                 fd, offset, count = plan

@@ -16,6 +16,8 @@ async def websocket_app(scope, receive, send):
     sub = scope["subprotocols"][0] if scope["subprotocols"] else None
     await send({"type": "websocket.accept", "subprotocol": sub,
                 "headers": [(b"x-ws-test", b"yes")]})
+    if path == "/ws/scheme":
+        await send({"type": "websocket.send", "text": scope["scheme"]})
     if path == "/ws/close-4001":
         await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
         return

@@ -29,7 +29,7 @@ def _write(tmp_path, text: str):
     ("worker_class = 'eventlet'\n", "worker_class: 'eventlet' is not available: gunicorn 27 "
                                     "dropped eventlet too: serve blocking I/O with -k sync"),
     ("worker_class = 'nope'\n", "worker_class: expected auto, sync, asgi or gevent"),
-    ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
+    ("certfile = 'cert.pem'\n", "certfile: cannot read cert.pem: No such file or directory"),
     ("def post_forks(server, worker):\n    pass\n", "post_forks: unknown server hook; did you mean 'post_fork'?"),
     ("def post_fork(server):\n    pass\n", "post_fork: a server hook taking 2 argument(s)"),
     ("workers = (\n", "config: syntax error on line"),

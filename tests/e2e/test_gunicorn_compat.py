@@ -21,6 +21,7 @@ import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,9 @@ class Case:
     unix: str = ""                        # connect to this socket (under @DIR@) instead
     preamble: bytes = b""                 # sent before the request (a PROXY header)
     status: int = 200                     # another: both answer it (bodies may differ)
+    # Speak TLS, checking the server against the test CA (@CERTS@, made by
+    # tests/tlscerts.py); "client": with a client certificate too.
+    tls: str = ""
     daemon_pidfile: str = ""              # the launcher detaches; the master is in this file
     occupy_port: bool = False             # something else already listens on @PORT@
     then_files: dict[str, tuple[str, ...]] = field(default_factory=dict)  # must contain
@@ -517,6 +521,32 @@ CASES = [
     Case("gevent-class-path-app-factory",
          "-k gunicorn.workers.ggevent.GeventWorker -w 1 -b 127.0.0.1:@PORT@ "
          "'compat_wsgi:create_app()'", answer=b"factory"),
+    Case("tls-command-line",
+         "--certfile @CERTS@/server.pem --keyfile @CERTS@/server.key -w 2 "
+         "-b 127.0.0.1:@PORT@ compat_wsgi:application",
+         path="/scheme", answer=b"https", tls="server"),
+    Case("tls-mutual-with-ssl-context-hook", "-c gunicorn.conf.py compat_asgi:app",
+         files={"gunicorn.conf.py": textwrap.dedent("""\
+             import ssl
+
+             bind = "127.0.0.1:@PORT@"
+             worker_class = "asgi"
+             certfile = "@CERTS@/server.pem"
+             keyfile = "@CERTS@/server.key"
+             ca_certs = "@CERTS@/ca.pem"
+             cert_reqs = ssl.CERT_REQUIRED
+             ciphers = "ECDHE+AESGCM"
+             do_handshake_on_connect = True
+
+             def ssl_context(conf, default_ssl_context_factory):
+                 context = default_ssl_context_factory()
+                 context.minimum_version = ssl.TLSVersion.TLSv1_3
+                 return context
+             """)},
+         path="/scheme", answer=b"https", tls="client"),
+    Case("tls-refused-keyfile-missing",
+         "--certfile @CERTS@/server.pem --keyfile @DIR@/missing.key -b 127.0.0.1:@PORT@ "
+         "compat_wsgi:application", answer=None, tls="server"),
     Case("check-config", "--check-config -b 127.0.0.1:@PORT@ compat_wsgi:application",
          exit_zero=True, answer=None),
     Case("refused-config-raises", "-c gunicorn.conf.py compat_wsgi:application",
@@ -537,8 +567,12 @@ class Outcome:
     detail: str = ""
 
 
+_CERTS: list[Path] = []  # the test CA's directory, once a TLS case made it
+
+
 def _fill(text: str, port: int, workdir: Path) -> str:
-    return text.replace("@PORT@", str(port)).replace("@DIR@", str(workdir))
+    text = text.replace("@PORT@", str(port)).replace("@DIR@", str(workdir))
+    return text.replace("@CERTS@", str(_CERTS[0])) if _CERTS else text
 
 
 def _ask(case: Case, port: int, workdir: Path) -> bytes | None:
@@ -554,6 +588,15 @@ def _ask(case: Case, port: int, workdir: Path) -> bytes | None:
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     except OSError:
         return None
+    if case.tls:
+        ctx = ssl.create_default_context(cafile=str(_CERTS[0] / "ca.pem"))
+        if case.tls == "client":
+            ctx.load_cert_chain(str(_CERTS[0] / "client.pem"), str(_CERTS[0] / "client.key"))
+        try:
+            sock = ctx.wrap_socket(sock, server_hostname="127.0.0.1")
+        except OSError:
+            sock.close()
+            return None
     with sock:
         try:
             sock.sendall(case.preamble + ("\r\n".join(head) + "\r\n\r\n").encode())
@@ -694,7 +737,11 @@ def short_tmp():
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_runs_unchanged_under_forkserve_as_under_gunicorn(case, short_tmp):
+def test_runs_unchanged_under_forkserve_as_under_gunicorn(case, short_tmp, tmp_path_factory):
+    if case.tls and not _CERTS:
+        sys.path.insert(0, str(Path(__file__).parent.parent))
+        from tlscerts import make_pki
+        _CERTS.append(make_pki(tmp_path_factory.mktemp("pki")))
     outcomes: dict[str, Outcome] = {}
     stop_times: dict[str, float] = {}
     logs: dict[str, str] = {}
@@ -873,13 +920,14 @@ def test_without_capture_output_prints_stay_on_stdout(forkserve):
 def test_hup_reads_gunicorn_conf_py_again(forkserve, tmp_path):
     (tmp_path / "gunicorn.conf.py").write_text("workers = 1\nworker_tmp_dir = '/dev/shm'\n")
     server = forkserve("compat_wsgi:application", cwd=tmp_path)
-    server.wait_workers(1)
+    old = set(server.wait_workers(1))
     assert server.log.count("Reading ./gunicorn.conf.py") == 1
     (tmp_path / "gunicorn.conf.py").write_text(
         "workers = 2\nraw_env = ['COMPAT_GREETING=reloaded']\nworker_tmp_dir = '/dev/shm'\n")
     server.signal(signal.SIGHUP)
     server.wait_log("Reading ./gunicorn.conf.py", count=2)
-    server.wait_workers(2, timeout=20)
+    # Not the old worker and the first new one, while the second is forked.
+    server.wait_workers(2, timeout=20, exclude=old)
     assert server.log.count("worker_tmp_dir = '/dev/shm' has no effect") == 2
     assert server.get("/env")[2] == b"reloaded"  # raw_env applied again, as gunicorn does
 

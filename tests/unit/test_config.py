@@ -197,8 +197,8 @@ def test_exact_gunicorn_names_get_their_own_message_never_a_hint(tmp_path):
                for line in lines)
     assert cfg.reload is True
     with pytest.raises(ConfigError) as info:
-        _load(tmp_path, "keyfile = '/etc/ssl/key.pem'\n")
-    assert "did you mean" not in str(info.value) and "put a TLS proxy in front" in str(info.value)
+        _load(tmp_path, "paste = 'development.ini'\n")
+    assert "did you mean" not in str(info.value) and "paste.deploy.loadapp" in str(info.value)
 
 
 def test_other_cases_classes_and_underscores_are_the_files_own(tmp_path):
@@ -226,7 +226,6 @@ def test_gunicorn_defaults_pass_without_a_word(tmp_path, text):
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("certfile = 'cert.pem'\n", "certfile: forkserve does not terminate TLS yet"),
     ("protocol = 'uwsgi'\n", "nginx: proxy_pass, not uwsgi_pass"),
     ("paste = 'development.ini'\n", "paste.deploy.loadapp"),
     ("dirty_apps = ['x:y']\n", "task queue"),
@@ -255,16 +254,19 @@ def test_aliases(tmp_path):
     assert cfg.lifespan == "on" and cfg.ws_max_size == 2048
 
 
-def test_hooks_of_features_forkserve_lacks_have_no_effect(tmp_path):
+def test_ssl_context_is_a_hook_taking_gunicorns_two_arguments(tmp_path):
     cfg = _load(tmp_path, """
         def ssl_context(config, default_ssl_context_factory):
             return default_ssl_context_factory()
         def on_exit(server):
             pass
     """)
-    # ssl_context matters only with certfile (refused while TLS is missing).
-    assert "on_exit" in cfg.hooks and not cfg.foreign and not _warnings(cfg)
-    assert "it matters only with certfile" in cfg.notes["ssl_context"][1]
+    assert {"on_exit", "ssl_context"} <= set(cfg.hooks)
+    assert not cfg.foreign and not _warnings(cfg)
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, "def ssl_context(config):\n    pass\n")
+    assert "a server hook taking 2 argument(s) (config, default_ssl_context_factory)" \
+        in str(info.value)
 
 
 def test_log_settings_take_what_gunicorn_configs_write(tmp_path):
