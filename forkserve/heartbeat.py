@@ -7,6 +7,14 @@ last proof of progress, its request count, and the request line it is
 serving; the master reads them to kill a stuck worker, to know when a new
 generation is ready, and to say in the log which request a killed worker
 was on.  CLOCK_MONOTONIC is system-wide, so the two processes' clocks agree.
+
+Beside it, the same mapping holds the worker's traffic counters
+(:class:`Slot`): plain 64-bit stores by the worker at the end of each
+exchange, summed by the master when ``/metrics`` is scraped.  No syscall
+and no message per request; the master reads them one last time when it
+reaps the worker, so totals survive the worker.  Each counter has one
+writer (the worker; with ``--threads`` the threads take turns under the
+GIL, and an increment racing another may rarely be lost).
 """
 
 from __future__ import annotations
@@ -15,16 +23,65 @@ import enum
 import mmap
 import struct
 import time
+from bisect import bisect_left
 
-__all__ = ["WorkerState", "Heartbeat"]
+__all__ = ["WorkerState", "Heartbeat", "Slot", "DURATION_BUCKETS", "STATUS_CLASSES",
+           "WORKER_KINDS", "RetireReason", "COUNTER_SLOTS"]
 
-# state (B), pad, last beat (d), requests served (Q); then the current
-# request line, NUL-terminated, so that setting and clearing it is a single
-# slice store on the hot path.
-_HEADER = struct.Struct("=B7xdQ")
+# state (B), worker kind (B), retire reason (B), pad, last beat (d),
+# requests served (Q); then the current request line, NUL-terminated, so
+# that setting and clearing it is a single slice store on the hot path;
+# then the counters, 8-byte aligned.
+_HEADER = struct.Struct("=BBB5xdQ")
 _LINE_MAX = 256
 _LINE_AT = _HEADER.size
-_SIZE = _HEADER.size + _LINE_MAX + 1
+_COUNTS_AT = (_LINE_AT + _LINE_MAX + 1 + 7) // 8 * 8
+
+#: Upper bounds (seconds) of the request duration histogram's buckets; a
+#: last, unbounded bucket follows.  Fixed: the same on every worker, so the
+#: master can add them up.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: The ``status_class`` label by index: index = status // 100 (0 when the
+#: exchange ended without a valid status, e.g. the client left first).
+STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+#: The worker kind byte: what a worker became after loading the app.
+WORKER_KINDS = ("unknown", "sync", "asgi")
+
+
+class Slot(enum.IntEnum):
+    """Index of each 64-bit counter in a worker's shared record."""
+
+    STATUS = 0                                   # 6 counters, by STATUS_CLASSES
+    DURATION = STATUS + len(STATUS_CLASSES)      # len(DURATION_BUCKETS) + 1 buckets
+    DURATION_SUM_US = DURATION + len(DURATION_BUCKETS) + 1
+    SENT_BYTES = DURATION_SUM_US + 1             # response body bytes
+    RECEIVED_BYTES = SENT_BYTES + 1              # request body bytes
+    BEGUN = RECEIVED_BYTES + 1                   # exchanges that reached the app
+    WS_OPENED = BEGUN + 1
+    WS_CLOSED = WS_OPENED + 1
+    CONNECTIONS = WS_CLOSED + 1                  # a gauge: open now
+    END = CONNECTIONS + 1
+
+
+#: The counters that only grow (all but the gauge at the end).
+COUNTER_SLOTS = int(Slot.CONNECTIONS)
+_NCOUNTS = int(Slot.END)
+_SIZE = _COUNTS_AT + 8 * _NCOUNTS
+_COUNTS = struct.Struct(f"={_NCOUNTS}Q")
+_S_STATUS, _S_DURATION, _S_SUM, _S_SENT, _S_RECEIVED, _S_BEGUN, _S_WS_OPENED, _S_WS_CLOSED, \
+    _S_CONNECTIONS = (int(Slot.STATUS), int(Slot.DURATION), int(Slot.DURATION_SUM_US),
+                      int(Slot.SENT_BYTES), int(Slot.RECEIVED_BYTES), int(Slot.BEGUN),
+                      int(Slot.WS_OPENED), int(Slot.WS_CLOSED), int(Slot.CONNECTIONS))
+
+
+class RetireReason(enum.IntEnum):
+    """Why a worker retired by itself (the master knows its own reasons)."""
+
+    NONE = 0
+    MAX_REQUESTS = 1
+    MEMORY = 2
+    MASTER_GONE = 3
 
 
 class WorkerState(enum.IntEnum):
@@ -38,12 +95,14 @@ class WorkerState(enum.IntEnum):
 class Heartbeat:
     """One worker's shared liveness record."""
 
-    __slots__ = ("_map", "_struct_beat", "_struct_req")
+    __slots__ = ("_map", "_struct_beat", "_struct_req", "counts")
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, _SIZE)
         self._struct_beat = struct.Struct("=d")
         self._struct_req = struct.Struct("=Q")
+        #: The counters as 64-bit integers (the worker's view; see Slot).
+        self.counts = memoryview(self._map)[_COUNTS_AT:].cast("Q")
         self.beat()
 
     # -- worker side ------------------------------------------------------
@@ -67,14 +126,55 @@ class Heartbeat:
         line = line[:_LINE_MAX] + b"\0"
         self._map[_LINE_AT:_LINE_AT + len(line)] = line
 
+    def set_kind(self, kind: str) -> None:
+        """What this worker became: "sync" or "asgi"."""
+        self._map[1] = WORKER_KINDS.index(kind) if kind in WORKER_KINDS else 0
+
+    def set_retire_reason(self, reason: RetireReason) -> None:
+        self._map[2] = int(reason)
+
+    def count_exchange(self, status: int, duration: float, sent: int, received: int) -> None:
+        """One exchange ended: the hot path, plain stores into shared memory."""
+        counts = self.counts
+        cls = status // 100
+        counts[cls if 0 < cls < 6 else 0] += 1
+        counts[_S_DURATION + bisect_left(DURATION_BUCKETS, duration)] += 1
+        counts[_S_SUM] += int(duration * 1e6)
+        if sent:
+            counts[_S_SENT] += sent
+        if received:
+            counts[_S_RECEIVED] += received
+
+    def count_begun(self) -> None:
+        self.counts[_S_BEGUN] += 1
+
+    def count_websocket(self, opened: bool) -> None:
+        self.counts[_S_WS_OPENED if opened else _S_WS_CLOSED] += 1
+
+    def set_connections(self, n: int) -> None:
+        self.counts[_S_CONNECTIONS] = n
+
     # -- master side ------------------------------------------------------
+
+    def kind(self) -> str:
+        k = self._map[1]
+        return WORKER_KINDS[k] if k < len(WORKER_KINDS) else "unknown"
+
+    def retire_reason(self) -> RetireReason:
+        r = self._map[2]
+        return RetireReason(r) if r in RetireReason._value2member_map_ else RetireReason.NONE
+
+    def read_counts(self) -> tuple[int, ...]:
+        """Every counter, indexed by :class:`Slot`."""
+        return _COUNTS.unpack_from(self._map, _COUNTS_AT)
 
     def read(self) -> tuple[WorkerState, float, int, bytes]:
         """(state, seconds since the last beat, requests served, current request)."""
-        state, last, count = _HEADER.unpack_from(self._map, 0)
+        state, _, _, last, count = _HEADER.unpack_from(self._map, 0)
         raw = self._map[_LINE_AT:_LINE_AT + _LINE_MAX + 1]
         line = raw[:raw.find(b"\0")]
         return WorkerState(state), time.monotonic() - last, count, line
 
     def close(self) -> None:
+        self.counts.release()
         self._map.close()

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NoReturn
 
 from ..app import AppLoadError, load_app
 from ..config import Config
-from ..heartbeat import Heartbeat, WorkerState
+from ..heartbeat import Heartbeat, RetireReason, WorkerState
 from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
 from ..sockets import Listener
@@ -56,6 +56,7 @@ _IGNORED = (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, sign
 # allocates enough to matter (touching 10 MB alone takes longer).
 _MEMORY_CHECK_INTERVAL = 0.001
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_monotonic = time.monotonic
 
 
 class Worker:
@@ -163,12 +164,21 @@ class Worker:
             self.reopen_requested = False
             reopen_logs()
         if os.getppid() != self.ppid and self.alive:
-            self.retire(f"Master {self.ppid} is gone; worker {self.pid} exiting", logging.WARNING)
-        self.heartbeat.set_requests(self.nr)
+            self.retire(f"Master {self.ppid} is gone; worker {self.pid} exiting", logging.WARNING,
+                        RetireReason.MASTER_GONE)
+        heartbeat = self.heartbeat
+        heartbeat.set_requests(self.nr)
+        heartbeat.set_connections(self.open_connections())
         if self.nr >= self.max_requests and self.alive:
-            self.retire(f"Autorestarting worker {self.pid} after {self.nr} requests")
+            self.retire(f"Autorestarting worker {self.pid} after {self.nr} requests",
+                        reason=RetireReason.MAX_REQUESTS)
 
-    def retire(self, why: str, level: int = logging.INFO) -> None:
+    def open_connections(self) -> int:
+        """Client connections open now (for the master's metrics)."""
+        return 0
+
+    def retire(self, why: str, level: int = logging.INFO,
+               reason: RetireReason = RetireReason.NONE) -> None:
         """Stop taking new work, finish what is in flight and exit, for a
         reason of the worker's own (a limit reached, the master gone).
 
@@ -182,6 +192,8 @@ class Worker:
         if not self.alive:
             return
         self.log.log(level, "%s", why)
+        # Before the state goes STOPPING, so the master reads why with it.
+        self.heartbeat.set_retire_reason(reason)
         self.alive = False
         self.wake()
 
@@ -209,7 +221,8 @@ class Worker:
             return
         if rss > self.memory_limit:
             self.retire(f"Recycling worker {self.pid}: RSS {rss / 1048576:.1f} MiB is over "
-                        f"max_worker_memory ({self.memory_limit / 1048576:.1f} MiB)")
+                        f"max_worker_memory ({self.memory_limit / 1048576:.1f} MiB)",
+                        reason=RetireReason.MEMORY)
 
     def request_done(self) -> None:
         # The count reaches the master's status line through maintenance():
@@ -221,7 +234,9 @@ class Worker:
     def begin_request(self, ex: Exchange) -> bool:
         """Before the app sees a request: the ``pre_request`` hook, given a
         :class:`RequestView`.  False if the hook failed (logged): answer
-        that request with a 500 and do not call the app."""
+        that request with a 500 and do not call the app.  Counts the
+        request as in progress (for the master's metrics)."""
+        self.heartbeat.count_begun()
         hook = self.cfg.hooks.get("pre_request")
         if hook is None:
             return True
@@ -237,8 +252,11 @@ class Worker:
         """After every exchange, every worker kind: ``post_request(worker,
         req, environ, resp)`` (``environ`` is the ASGI scope for ASGI,
         ``resp`` the Exchange; a failure is logged, never fatal), the
-        access log line, the request count for ``max_requests``, and a
+        access log line, the request count for ``max_requests``, the
+        traffic counters in shared memory (the master's metrics), and a
         heartbeat: a worker that completes requests is making progress."""
+        self.heartbeat.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
+                                      ex.received)
         hook = self.cfg.hooks.get("post_request")
         if hook is not None:
             try:
@@ -361,6 +379,7 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         kind = worker_kind(cfg.worker_class, app)
         cls = worker_class(kind)
         worker = current = cls(age, server.pid, listeners, cfg, heartbeat, app)
+        heartbeat.set_kind(kind)
         # The boot handlers again, bound to this worker (a USR1 meanwhile
         # is carried over); Worker.run() installs the serving ones.
         worker.init_boot_signals()

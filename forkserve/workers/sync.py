@@ -138,6 +138,9 @@ class SyncWorker(Worker):
         self.environ_base = base_environ(name, port, self.threads > 1, cfg.root_path.rstrip("/"))
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips)
 
+    def open_connections(self) -> int:
+        return len(self.conns) + len(self.busy)
+
     def _server_name(self) -> tuple[str, str]:
         for lst in self.listeners:
             if lst.sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -543,6 +546,7 @@ class SyncWorker(Worker):
                     raise
                 if type(event) is bytes:
                     body_read += len(event)
+                    ex.received += len(event)
                     return event
                 if event is NEED_DATA:
                     if ex.continue_pending:

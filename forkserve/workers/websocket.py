@@ -131,6 +131,7 @@ class WebSocketSession:
         self.scope = proto.scope_for(self.req, websocket=True)
         worker.active += 1
         worker.heartbeat.set_current(self.req.raw_line)
+        worker.heartbeat.count_websocket(opened=True)
         worker.keep(proto.loop.create_task(self.run()))
         if leftover:
             self.feed(leftover)
@@ -151,6 +152,7 @@ class WebSocketSession:
             self._end(app_failed=False)
         finally:
             self.worker.active -= 1
+            self.worker.heartbeat.count_websocket(opened=False)
             self.worker.request_done()
             self._stop_pings()
 
