@@ -234,3 +234,35 @@ def test_control_routes_and_unix_socket(forkserve, tmp_path):
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
     assert not os.path.exists(path)
+
+
+def test_usr2_new_master_takes_the_control_listener_over(forkserve, tmp_path):
+    """The re-executed master cannot bind metrics_bind while the old one
+    holds it; it retries each tick and serves it once the old one is gone."""
+    from conftest import stop_handed_over_master
+
+    server = _start(forkserve, "sync", "-w", "1", "-p", str(tmp_path / "fs.pid"))
+    port = server.metrics_port
+    started = total(scrape(port), "process_start_time_seconds")
+    time.sleep(1.1)  # start times one second apart at least
+    server.signal(signal.SIGUSR2)
+    server.wait_log("Ready:", count=2, timeout=20)
+    new_pid = int(wait_for(lambda: (tmp_path / "fs.pid").read_text().strip() != str(server.pid)
+                           and (tmp_path / "fs.pid").read_text().strip(), 10))
+    try:
+        server.wait_log("is in use; retrying")
+        assert total(scrape(port), "process_start_time_seconds") == started
+        server.signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0
+        wait_for(lambda: _scrape_or_none(port) is not None, 5, what="the new master's listener")
+        assert total(scrape(port), "process_start_time_seconds") > started
+        assert control_get(port, "/readyz")[0] == 200
+    finally:
+        stop_handed_over_master(server, new_pid)
+
+
+def _scrape_or_none(port: int):
+    try:
+        return scrape(port)
+    except OSError:
+        return None
