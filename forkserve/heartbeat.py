@@ -26,7 +26,7 @@ import time
 from bisect import bisect_left
 
 __all__ = ["WorkerState", "Heartbeat", "Slot", "DURATION_BUCKETS", "STATUS_CLASSES",
-           "WORKER_KINDS", "RetireReason", "COUNTER_SLOTS"]
+           "WORKER_KINDS", "RetireReason", "COUNTER_SLOTS", "by_status", "by_bucket"]
 
 # state (B), worker kind (B), retire reason (B), pad, last beat (d),
 # requests served (Q); then the current request line, NUL-terminated, so
@@ -49,12 +49,16 @@ STATUS_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 WORKER_KINDS = ("unknown", "sync", "asgi")
 
 
+_NB = len(DURATION_BUCKETS) + 1  # with the unbounded bucket
+
+
 class Slot(enum.IntEnum):
     """Index of each 64-bit counter in a worker's shared record."""
 
-    STATUS = 0                                   # 6 counters, by STATUS_CLASSES
-    DURATION = STATUS + len(STATUS_CLASSES)      # len(DURATION_BUCKETS) + 1 buckets
-    DURATION_SUM_US = DURATION + len(DURATION_BUCKETS) + 1
+    # Exchanges by status class and duration bucket, one grid, so that one
+    # increment counts both: STATUS_CLASSES rows of _NB buckets.
+    EXCHANGES = 0
+    DURATION_SUM_US = EXCHANGES + len(STATUS_CLASSES) * _NB
     SENT_BYTES = DURATION_SUM_US + 1             # response body bytes
     RECEIVED_BYTES = SENT_BYTES + 1              # request body bytes
     BEGUN = RECEIVED_BYTES + 1                   # exchanges that reached the app
@@ -69,10 +73,19 @@ COUNTER_SLOTS = int(Slot.CONNECTIONS)
 _NCOUNTS = int(Slot.END)
 _SIZE = _COUNTS_AT + 8 * _NCOUNTS
 _COUNTS = struct.Struct(f"={_NCOUNTS}Q")
-_S_STATUS, _S_DURATION, _S_SUM, _S_SENT, _S_RECEIVED, _S_BEGUN, _S_WS_OPENED, _S_WS_CLOSED, \
-    _S_CONNECTIONS = (int(Slot.STATUS), int(Slot.DURATION), int(Slot.DURATION_SUM_US),
-                      int(Slot.SENT_BYTES), int(Slot.RECEIVED_BYTES), int(Slot.BEGUN),
-                      int(Slot.WS_OPENED), int(Slot.WS_CLOSED), int(Slot.CONNECTIONS))
+_S_SUM, _S_SENT, _S_RECEIVED, _S_BEGUN, _S_WS_OPENED, _S_WS_CLOSED, _S_CONNECTIONS = (
+    int(Slot.DURATION_SUM_US), int(Slot.SENT_BYTES), int(Slot.RECEIVED_BYTES), int(Slot.BEGUN),
+    int(Slot.WS_OPENED), int(Slot.WS_CLOSED), int(Slot.CONNECTIONS))
+
+
+def by_status(counts: list[int] | tuple[int, ...]) -> list[int]:
+    """Exchanges per status class (STATUS_CLASSES order) from the counters."""
+    return [sum(counts[i * _NB:(i + 1) * _NB]) for i in range(len(STATUS_CLASSES))]
+
+
+def by_bucket(counts: list[int] | tuple[int, ...]) -> list[int]:
+    """Exchanges per duration bucket (not cumulative) from the counters."""
+    return [sum(counts[i * _NB + b] for i in range(len(STATUS_CLASSES))) for b in range(_NB)]
 
 
 class RetireReason(enum.IntEnum):
@@ -137,8 +150,7 @@ class Heartbeat:
         """One exchange ended: the hot path, plain stores into shared memory."""
         counts = self.counts
         cls = status // 100
-        counts[cls if 0 < cls < 6 else 0] += 1
-        counts[_S_DURATION + bisect_left(DURATION_BUCKETS, duration)] += 1
+        counts[(cls if 0 < cls < 6 else 0) * _NB + bisect_left(DURATION_BUCKETS, duration)] += 1
         counts[_S_SUM] += int(duration * 1e6)
         if sent:
             counts[_S_SENT] += sent

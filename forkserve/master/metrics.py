@@ -21,7 +21,7 @@ import psutil
 
 from ..exposition import Family
 from ..heartbeat import (COUNTER_SLOTS, DURATION_BUCKETS, STATUS_CLASSES, WORKER_KINDS,
-                         RetireReason, Slot, WorkerState)
+                         RetireReason, Slot, WorkerState, by_bucket, by_status)
 
 if TYPE_CHECKING:
     from ..arbiter import Arbiter
@@ -113,7 +113,7 @@ class Metrics:
             acc = totals[kind]
             for i in range(COUNTER_SLOTS):
                 acc[i] += counts[i]
-            ended = sum(counts[Slot.STATUS:Slot.STATUS + len(STATUS_CLASSES)])
+            ended = sum(by_status(counts))
             in_progress[kind] += max(0, counts[Slot.BEGUN] - ended)
             connections[kind] += counts[Slot.CONNECTIONS]
         kinds = [k for k in WORKER_KINDS if k != "unknown" or any(totals[k])]
@@ -122,15 +122,15 @@ class Metrics:
         f = Family("forkserve_requests", "counter",
                    "HTTP requests whose exchange ended, by worker kind and status class.")
         for k in kinds:
-            for i, cls in enumerate(STATUS_CLASSES):
-                f.add(totals[k][Slot.STATUS + i], (("kind", k), ("status_class", cls)))
+            for cls, n in zip(STATUS_CLASSES, by_status(totals[k])):
+                f.add(n, (("kind", k), ("status_class", cls)))
         fams.append(f)
         f = Family("forkserve_request_duration_seconds", "histogram",
                    "Time from a request's head received to its response's end.", "seconds")
         for k in kinds:
             t = totals[k]
             f.add_histogram((("kind", k),), DURATION_BUCKETS,
-                            t[Slot.DURATION:Slot.DURATION + len(DURATION_BUCKETS) + 1],
+                            by_bucket(t),
                             t[Slot.DURATION_SUM_US] / 1e6)
         fams.append(f)
         f = Family("forkserve_requests_in_progress", "gauge",
