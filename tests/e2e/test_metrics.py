@@ -266,3 +266,21 @@ def _scrape_or_none(port: int):
         return scrape(port)
     except OSError:
         return None
+
+
+def test_every_metric_of_the_grafana_dashboard_is_in_a_real_scrape(forkserve):
+    import json
+    import re
+
+    dashboard = json.loads((Path(__file__).parent.parent.parent / "conf"
+                            / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    wanted = set()
+    for e in exprs:
+        wanted |= set(re.findall(r"\b((?:forkserve|process)_[a-z_]+)\b", e))
+    assert len(wanted) >= 20, wanted
+    server = _start(forkserve, "asgi", "-w", "1")
+    assert server.get("/")[0] == 200
+    exported = {name for name, _ in scrape(server.metrics_port)}
+    assert wanted <= exported, wanted - exported
