@@ -58,8 +58,7 @@ class Slot(enum.IntEnum):
     # Exchanges by status class and duration bucket, one grid, so that one
     # increment counts both: STATUS_CLASSES rows of _NB buckets.
     EXCHANGES = 0
-    DURATION_SUM_US = EXCHANGES + len(STATUS_CLASSES) * _NB
-    SENT_BYTES = DURATION_SUM_US + 1             # response body bytes
+    SENT_BYTES = EXCHANGES + len(STATUS_CLASSES) * _NB  # response body bytes
     RECEIVED_BYTES = SENT_BYTES + 1              # request body bytes
     BEGUN = RECEIVED_BYTES + 1                   # exchanges that reached the app
     WS_OPENED = BEGUN + 1
@@ -71,10 +70,14 @@ class Slot(enum.IntEnum):
 #: The counters that only grow (all but the gauge at the end).
 COUNTER_SLOTS = int(Slot.CONNECTIONS)
 _NCOUNTS = int(Slot.END)
-_SIZE = _COUNTS_AT + 8 * _NCOUNTS
+# After the counters, the sum of the durations in seconds, a double: adding
+# a float costs less than converting it to an integer first.
+_SUM_AT = _COUNTS_AT + 8 * _NCOUNTS
+_SIZE = _SUM_AT + 8
 _COUNTS = struct.Struct(f"={_NCOUNTS}Q")
-_S_SUM, _S_SENT, _S_RECEIVED, _S_BEGUN, _S_WS_OPENED, _S_WS_CLOSED, _S_CONNECTIONS = (
-    int(Slot.DURATION_SUM_US), int(Slot.SENT_BYTES), int(Slot.RECEIVED_BYTES), int(Slot.BEGUN),
+_SUM = struct.Struct("=d")
+_S_SENT, _S_RECEIVED, _S_BEGUN, _S_WS_OPENED, _S_WS_CLOSED, _S_CONNECTIONS = (
+    int(Slot.SENT_BYTES), int(Slot.RECEIVED_BYTES), int(Slot.BEGUN),
     int(Slot.WS_OPENED), int(Slot.WS_CLOSED), int(Slot.CONNECTIONS))
 
 
@@ -108,14 +111,15 @@ class WorkerState(enum.IntEnum):
 class Heartbeat:
     """One worker's shared liveness record."""
 
-    __slots__ = ("_map", "_struct_beat", "_struct_req", "counts")
+    __slots__ = ("_map", "_struct_beat", "_struct_req", "counts", "duration_sum")
 
     def __init__(self) -> None:
         self._map = mmap.mmap(-1, _SIZE)
         self._struct_beat = struct.Struct("=d")
         self._struct_req = struct.Struct("=Q")
         #: The counters as 64-bit integers (the worker's view; see Slot).
-        self.counts = memoryview(self._map)[_COUNTS_AT:].cast("Q")
+        self.counts = memoryview(self._map)[_COUNTS_AT:_SUM_AT].cast("Q")
+        self.duration_sum = memoryview(self._map)[_SUM_AT:_SIZE].cast("d")
         self.beat()
 
     # -- worker side ------------------------------------------------------
@@ -151,7 +155,7 @@ class Heartbeat:
         counts = self.counts
         cls = status // 100
         counts[(cls if 0 < cls < 6 else 0) * _NB + bisect_left(DURATION_BUCKETS, duration)] += 1
-        counts[_S_SUM] += int(duration * 1e6)
+        self.duration_sum[0] += duration
         if sent:
             counts[_S_SENT] += sent
         if received:
@@ -180,6 +184,10 @@ class Heartbeat:
         """Every counter, indexed by :class:`Slot`."""
         return _COUNTS.unpack_from(self._map, _COUNTS_AT)
 
+    def read_duration_sum(self) -> float:
+        """Seconds of all exchanges counted, added up."""
+        return _SUM.unpack_from(self._map, _SUM_AT)[0]
+
     def read(self) -> tuple[WorkerState, float, int, bytes]:
         """(state, seconds since the last beat, requests served, current request)."""
         state, _, _, last, count = _HEADER.unpack_from(self._map, 0)
@@ -189,4 +197,5 @@ class Heartbeat:
 
     def close(self) -> None:
         self.counts.release()
+        self.duration_sum.release()
         self._map.close()

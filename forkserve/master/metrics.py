@@ -66,6 +66,7 @@ class Metrics:
         self.started = time.time()
         # Counters of exited workers, by worker kind.
         self.retained: dict[str, list[int]] = {k: [0] * COUNTER_SLOTS for k in WORKER_KINDS}
+        self.retained_seconds: dict[str, float] = {k: 0.0 for k in WORKER_KINDS}
         self.exits: Counter[str] = Counter()
         self.reloads = 0
         self.reloads_failed = 0
@@ -74,12 +75,13 @@ class Metrics:
 
     # -- events, from the master's loop ---------------------------------------
 
-    def worker_gone(self, rec: WorkerRecord, how: Exit, counts: tuple[int, ...], kind: str,
-                    retire_reason: RetireReason) -> None:
+    def worker_gone(self, rec: WorkerRecord, how: Exit, counts: tuple[int, ...], seconds: float,
+                    kind: str, retire_reason: RetireReason) -> None:
         """A reaped worker: keep its final counts, count its exit."""
         kept = self.retained[kind]
         for i in range(COUNTER_SLOTS):
             kept[i] += counts[i]
+        self.retained_seconds[kind] += seconds
         self.exits[exit_reason(rec, how, retire_reason)] += 1
 
     def reload_done(self, seconds: float, ok: bool) -> None:
@@ -100,6 +102,7 @@ class Metrics:
         """Every metric family, now."""
         arbiter = self.arbiter
         totals = {k: list(v) for k, v in self.retained.items()}
+        seconds = dict(self.retained_seconds)
         in_progress: Counter[str] = Counter()
         connections: Counter[str] = Counter()
         states: Counter[str] = Counter()
@@ -113,6 +116,7 @@ class Metrics:
             acc = totals[kind]
             for i in range(COUNTER_SLOTS):
                 acc[i] += counts[i]
+            seconds[kind] += hb.read_duration_sum()
             ended = sum(by_status(counts))
             in_progress[kind] += max(0, counts[Slot.BEGUN] - ended)
             connections[kind] += counts[Slot.CONNECTIONS]
@@ -131,7 +135,7 @@ class Metrics:
             t = totals[k]
             f.add_histogram((("kind", k),), DURATION_BUCKETS,
                             by_bucket(t),
-                            t[Slot.DURATION_SUM_US] / 1e6)
+                            seconds[k])
         fams.append(f)
         f = Family("forkserve_requests_in_progress", "gauge",
                    "Requests in the app now (WebSockets not included).")

@@ -224,10 +224,11 @@ class WorkerPool:
                 continue
             hb = rec.heartbeat
             state, _, _, line = hb.read()
-            counts, kind, retired_because = hb.read_counts(), hb.kind(), hb.retire_reason()
+            counts, seconds = hb.read_counts(), hb.read_duration_sum()
+            kind, retired_because = hb.kind(), hb.retire_reason()
             hb.close()
             how = _classify(rec, status, state)
-            self.arbiter.metrics.worker_gone(rec, how, counts, kind, retired_because)
+            self.arbiter.metrics.worker_gone(rec, how, counts, seconds, kind, retired_because)
             self._log_exit(rec, status, how, line)
             try:
                 self.arbiter.cfg.child_exit(self.arbiter, rec)

@@ -93,6 +93,9 @@ class Worker:
         self.alive = True
         self.reopen_requested = False
         self.nr = 0  # requests served
+        # The traffic counters in shared memory, when the master exports
+        # them (metrics_bind); None costs the hot path one test.
+        self.counters: Heartbeat | None = heartbeat if cfg.metrics_bind else None
         jitter = random.randint(0, cfg.max_requests_jitter) if cfg.max_requests_jitter else 0
         self.max_requests = cfg.max_requests + jitter if cfg.max_requests > 0 else sys.maxsize
 
@@ -168,7 +171,8 @@ class Worker:
                         RetireReason.MASTER_GONE)
         heartbeat = self.heartbeat
         heartbeat.set_requests(self.nr)
-        heartbeat.set_connections(self.open_connections())
+        if self.counters is not None:
+            heartbeat.set_connections(self.open_connections())
         if self.nr >= self.max_requests and self.alive:
             self.retire(f"Autorestarting worker {self.pid} after {self.nr} requests",
                         reason=RetireReason.MAX_REQUESTS)
@@ -236,7 +240,9 @@ class Worker:
         :class:`RequestView`.  False if the hook failed (logged): answer
         that request with a 500 and do not call the app.  Counts the
         request as in progress (for the master's metrics)."""
-        self.heartbeat.count_begun()
+        counters = self.counters
+        if counters is not None:
+            counters.count_begun()
         hook = self.cfg.hooks.get("pre_request")
         if hook is None:
             return True
@@ -255,8 +261,10 @@ class Worker:
         access log line, the request count for ``max_requests``, the
         traffic counters in shared memory (the master's metrics), and a
         heartbeat: a worker that completes requests is making progress."""
-        self.heartbeat.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
-                                      ex.received)
+        counters = self.counters
+        if counters is not None:
+            counters.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
+                                    ex.received)
         hook = self.cfg.hooks.get("post_request")
         if hook is not None:
             try:

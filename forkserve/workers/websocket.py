@@ -131,7 +131,8 @@ class WebSocketSession:
         self.scope = proto.scope_for(self.req, websocket=True)
         worker.active += 1
         worker.heartbeat.set_current(self.req.raw_line)
-        worker.heartbeat.count_websocket(opened=True)
+        if worker.counters is not None:
+            worker.counters.count_websocket(opened=True)
         worker.keep(proto.loop.create_task(self.run()))
         if leftover:
             self.feed(leftover)
@@ -152,7 +153,8 @@ class WebSocketSession:
             self._end(app_failed=False)
         finally:
             self.worker.active -= 1
-            self.worker.heartbeat.count_websocket(opened=False)
+            if self.worker.counters is not None:
+                self.worker.counters.count_websocket(opened=False)
             self.worker.request_done()
             self._stop_pings()
 
