@@ -49,7 +49,7 @@ CONNECTION_TIME = 2.0
 MAX_CONNECTIONS = 64
 _READ_PER_WAKE = 65536
 _ACCEPT_PER_WAKE = 64
-_LIMITS = Limits(request_line=2048, fields=32, field_size=4096, head=HEAD_LIMIT, body=0)
+_LIMITS = Limits(request_line=2048, fields=32, field_size=4096, head=HEAD_LIMIT)
 _TEXT = b"text/plain; charset=utf-8"
 
 
