@@ -81,6 +81,11 @@ _S_SENT, _S_RECEIVED, _S_BEGUN, _S_WS_OPENED, _S_WS_CLOSED, _S_CONNECTIONS = (
     int(Slot.WS_OPENED), int(Slot.WS_CLOSED), int(Slot.CONNECTIONS))
 
 
+# Where a status class's row of the grid starts, by status // 100 (a status
+# outside 100-599 counts as "none").
+_ROW = (0, _NB, 2 * _NB, 3 * _NB, 4 * _NB, 5 * _NB, 0, 0, 0, 0)
+
+
 def by_status(counts: list[int] | tuple[int, ...]) -> list[int]:
     """Exchanges per status class (STATUS_CLASSES order) from the counters."""
     return [sum(counts[i * _NB:(i + 1) * _NB]) for i in range(len(STATUS_CLASSES))]
@@ -154,7 +159,7 @@ class Heartbeat:
         """One exchange ended: the hot path, plain stores into shared memory."""
         counts = self.counts
         cls = status // 100
-        counts[(cls if 0 < cls < 6 else 0) * _NB + bisect_left(DURATION_BUCKETS, duration)] += 1
+        counts[(_ROW[cls] if cls < 10 else 0) + bisect_left(DURATION_BUCKETS, duration)] += 1
         self.duration_sum[0] += duration
         if sent:
             counts[_S_SENT] += sent

@@ -15,16 +15,17 @@ def test_count_exchange_fills_status_and_duration_at_once():
     hb.count_exchange(503, 100.0, 7, 0)
     hb.count_exchange(0, 0.02, 0, 0)      # no response: the client left
     hb.count_exchange(999, 0.02, 0, 0)    # out of range: "none", not an IndexError
+    hb.count_exchange(12345, 0.02, 0, 0)
     counts = hb.read_counts()
     assert dict(zip(STATUS_CLASSES, by_status(counts))) == {
-        "none": 2, "1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 1}
+        "none": 3, "1xx": 0, "2xx": 2, "3xx": 0, "4xx": 0, "5xx": 1}
     buckets = by_bucket(counts)
-    assert len(buckets) == len(DURATION_BUCKETS) + 1 and sum(buckets) == 5
+    assert len(buckets) == len(DURATION_BUCKETS) + 1 and sum(buckets) == 6
     assert buckets[0] == 1                     # 0.4 ms <= 1 ms
     assert buckets[DURATION_BUCKETS.index(0.005)] == 1
-    assert buckets[DURATION_BUCKETS.index(0.025)] == 2
+    assert buckets[DURATION_BUCKETS.index(0.025)] == 3
     assert buckets[-1] == 1                    # 100 s: +Inf only
-    assert abs(hb.read_duration_sum() - (0.0004 + 0.003 + 100.0 + 0.02 + 0.02)) < 1e-9
+    assert abs(hb.read_duration_sum() - (0.0004 + 0.003 + 100.0 + 0.02 + 0.02 + 0.02)) < 1e-9
     assert counts[Slot.SENT_BYTES] == 12 and counts[Slot.RECEIVED_BYTES] == 10
     hb.close()
 
