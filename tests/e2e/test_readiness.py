@@ -127,6 +127,9 @@ defaults
     timeout connect 2s
     timeout client 10s
     timeout server 10s
+    # A check slower than this counts as failed: generous, the machine may
+    # be loaded, and a healthy backend marked down would fail requests.
+    timeout check 2s
     retries 0
 frontend fe
     bind 127.0.0.1:{front}
@@ -137,7 +140,7 @@ frontend stats
 backend be
     balance roundrobin
     option httpchk GET /readyz
-    default-server inter 200ms fall 1 rise 1
+    default-server inter 200ms fall 2 rise 1
     server a 127.0.0.1:{a.port} check port {a.metrics_port}
     server b 127.0.0.1:{b.port} check port {b.metrics_port}
 """)
