@@ -284,3 +284,22 @@ def test_every_metric_of_the_grafana_dashboard_is_in_a_real_scrape(forkserve):
     assert server.get("/")[0] == 200
     exported = {name for name, _ in scrape(server.metrics_port)}
     assert wanted <= exported, wanted - exported
+
+
+def test_exit_reasons_timeout_and_lifetime(forkserve):
+    server = _start(forkserve, "sync", "-w", "1", "--timeout", "1", "--graceful-timeout", "1")
+    port = server.metrics_port
+    try:
+        server.get("/sleep?5", timeout=10)
+    except (OSError, AssertionError):
+        pass  # the worker was killed under the request
+    wait_for(lambda: total(scrape(port), "forkserve_worker_exits_total", reason="timeout") == 1,
+             10, what="a timeout exit")
+    s = scrape(port)
+    assert total(s, "forkserve_worker_exits_total") == 1
+    # The request the worker was killed on never ended: not counted.
+    assert _requests(s) == 0
+
+    server = _start(forkserve, "sync", "-w", "1", "--max-worker-lifetime", "1")
+    wait_for(lambda: total(scrape(server.metrics_port), "forkserve_worker_exits_total",
+                           reason="lifetime") >= 1, 10, what="a lifetime exit")
