@@ -141,7 +141,8 @@ class Arbiter:
         if cfg.metrics_bind:
             self.control = ControlListener(self, cfg.metrics_bind)
             try:
-                self.control.open()
+                # Only a master started by USR2 waits for the address.
+                self.control.open(retry=bool(self.parent_master))
             except OSError as exc:
                 raise HaltServer(f"metrics_bind {cfg.metrics_bind}: "
                                  f"{exc.strerror or exc}", 1) from None

@@ -84,9 +84,10 @@ class ControlListener:
 
     # -- the listening socket ----------------------------------------------------
 
-    def open(self) -> bool:
-        """Bind and listen; False (and a retry on a later tick) while the
-        address is taken (an older master during a USR2)."""
+    def open(self, retry: bool = True) -> bool:
+        """Bind and listen.  With ``retry``, an address in use (an older
+        master's, during a USR2) returns False and a later tick tries
+        again; without, it raises."""
         addr = self.address
         try:
             if addr.kind == "unix":
@@ -105,7 +106,7 @@ class ControlListener:
             sock.listen(MAX_CONNECTIONS)
             sock.setblocking(False)
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
+            if exc.errno != errno.EADDRINUSE or not retry:
                 raise
             if not self._bind_warned:
                 self._bind_warned = True

@@ -303,3 +303,18 @@ def test_exit_reasons_timeout_and_lifetime(forkserve):
     server = _start(forkserve, "sync", "-w", "1", "--max-worker-lifetime", "1")
     wait_for(lambda: total(scrape(server.metrics_port), "forkserve_worker_exits_total",
                            reason="lifetime") >= 1, 10, what="a lifetime exit")
+
+
+def test_metrics_bind_in_use_or_invalid_is_a_startup_error():
+    from conftest import run_forkserve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = run_forkserve("-b", f"127.0.0.1:{free_port()}", "--metrics-bind",
+                             f"127.0.0.1:{port}", APPS["sync"])
+    assert proc.returncode == 1, proc.stderr
+    assert f"metrics_bind 127.0.0.1:{port}: Address already in use" in proc.stderr
+    proc = run_forkserve("--metrics-bind", "fd://3", "--check-config", APPS["sync"])
+    assert proc.returncode == 2 and "metrics_bind" in proc.stderr, proc.stderr
