@@ -41,7 +41,7 @@ def _respawn_time(server) -> float:
 
 
 def _control_conns(server) -> int:
-    return sum(1 for c in psutil.Process(server.pid).net_connections("inet")
+    return sum(1 for c in _conns(psutil.Process(server.pid))
                if c.laddr and c.laddr.port == server.metrics_port
                and c.status == psutil.CONN_ESTABLISHED)
 
@@ -109,3 +109,8 @@ def test_a_slow_scraper_is_cut_off_and_others_are_served(forkserve):
     finally:
         slow.close()
     assert server.workers()
+
+
+def _conns(proc: psutil.Process):
+    """The process's inet sockets (psutil 6 renamed connections())."""
+    return (getattr(proc, "net_connections", None) or proc.connections)(kind="inet")

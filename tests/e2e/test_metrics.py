@@ -201,10 +201,10 @@ def test_listen_queue_depth_and_limit(forkserve):
 def test_workers_do_not_inherit_the_control_listener(forkserve):
     server = _start(forkserve, "sync", "-w", "2")
     for pid in server.workers():
-        ports = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="inet")
+        ports = {c.laddr.port for c in _conns(psutil.Process(pid))
                  if c.laddr}
         assert server.metrics_port not in ports
-    master_ports = {c.laddr.port for c in psutil.Process(server.pid).net_connections("inet")}
+    master_ports = {c.laddr.port for c in _conns(psutil.Process(server.pid))}
     assert server.metrics_port in master_ports
 
 
@@ -318,3 +318,8 @@ def test_metrics_bind_in_use_or_invalid_is_a_startup_error():
     assert f"metrics_bind 127.0.0.1:{port}: Address already in use" in proc.stderr
     proc = run_forkserve("--metrics-bind", "fd://3", "--check-config", APPS["sync"])
     assert proc.returncode == 2 and "metrics_bind" in proc.stderr, proc.stderr
+
+
+def _conns(proc: psutil.Process):
+    """The process's inet sockets (psutil 6 renamed connections())."""
+    return (getattr(proc, "net_connections", None) or proc.connections)(kind="inet")
