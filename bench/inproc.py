@@ -19,6 +19,9 @@ Scenarios, each the code path bench/run.py's wrk load goes through:
 * ``sync-close``: a new connection per request through SyncWorker._accept,
   ``Connection: close``.
 
+With ``INPROC_METRICS=1`` in the environment, workers run with
+``metrics_bind`` set, so they update the shared-memory counters.
+
 Usage::
 
     python bench/inproc.py OLD_TREE NEW_TREE [--scenarios a,b] [--runs 3]
@@ -51,6 +54,13 @@ def _cfg():
     from forkserve.config import Config
     cfg = Config()
     cfg.set("lifespan", "off", "bench")
+    if os.environ.get("INPROC_METRICS"):
+        # Workers count for the master's /metrics only with metrics_bind
+        # set (a tree that predates the setting measures without).
+        try:
+            cfg.set("metrics_bind", "127.0.0.1:9191", "bench")
+        except Exception:
+            pass
     return cfg
 
 

@@ -14,6 +14,8 @@ Signals:
         generation is READY.  The listening sockets never close.  A HUP during
         a reload starts one more reload once the current one settles.
   TERM  graceful stop: stop accepting, finish in-flight requests, exit 0.
+        With drain_delay, /readyz first answers 503 for that long while
+        everything keeps serving; a second TERM ends the delay.
   INT, QUIT  fast stop; also during a graceful stop, which it cuts short.
   TTIN, TTOU  one worker more, one fewer.
   USR1  reopen log files, in the master and every worker.
@@ -34,6 +36,8 @@ from .app import AppLoadError, detect_kind, load_app
 from .config import Config
 from .hookobjects import ServerView
 from .logging import error_log, reopen_logs
+from .master.control import ControlListener
+from .master.metrics import Metrics
 from .master.pool import Exit, WorkerPool, WorkerRecord
 from .master.reexec import Reexec
 from .master.reload import Generations
@@ -82,9 +86,15 @@ class Arbiter:
         self.notifier = Notifier()
         self.watcher: Watcher | None = None   # reload: the app's files
         self.statsd_metrics = statsd.MasterMetrics()
-        # The control listener (metrics, readiness) will register its
-        # sockets here: fd -> what to call when it is readable.
+        # The control listener (metrics, readiness) registers its sockets
+        # here: fd -> what to call when it is readable (or writable).
         self.readers: dict[int, Callable[[], None]] = {}
+        self.writers: dict[int, Callable[[], None]] = {}
+        self.metrics = Metrics(self)
+        self.control: ControlListener | None = None
+        self.started_at = time.monotonic()
+        # TERM with drain_delay: when the delay ends (monotonic), else None.
+        self.draining_until: float | None = None
         self.ready_announced = False
         self.pidfile_path: str | None = None
         self.stopping = False
@@ -135,6 +145,14 @@ class Arbiter:
                 # group) use the socket; its mode comes from umask.
                 uid, gid = _ids(cfg.user, cfg.group)
                 os.chown(lst.owned_path, uid, gid)
+        if cfg.metrics_bind:
+            self.control = ControlListener(self, cfg.metrics_bind)
+            try:
+                # Only a master started by USR2 waits for the address.
+                self.control.open(retry=bool(self.parent_master))
+            except OSError as exc:
+                raise HaltServer(f"metrics_bind {cfg.metrics_bind}: "
+                                 f"{exc.strerror or exc}", 1) from None
         self.write_pidfile()
         if cfg.preload_app:
             self.reloads.keep_modules |= frozenset(sys.modules)
@@ -193,6 +211,11 @@ class Arbiter:
                 self.handle_signals()
                 self.handle_file_changes()
                 self.sleep()
+                now = time.monotonic()
+                if self.control is not None:
+                    self.control.tick(now)
+                if self.draining_until is not None and now >= self.draining_until:
+                    raise StopIteration
                 self.notifier.tick()
                 self.reap_workers()
                 self.pool.murder()
@@ -248,8 +271,18 @@ class Arbiter:
         spawn_at = self.respawn.next_spawn_at(now)
         if spawn_at > now:
             timeout = min(timeout, spawn_at - now)
-        for fd in self.signals.wait(timeout, list(self.readers)):
-            self.readers[fd]()
+        if self.control is not None:
+            timeout = min(timeout, max(0.0, self.control.next_deadline() - now))
+        if self.draining_until is not None:
+            timeout = min(timeout, max(0.0, self.draining_until - now))
+        self.wait_io(timeout)
+
+    def wait_io(self, timeout: float) -> None:
+        """Sleep on the signal pipe and serve the control sockets."""
+        for fd in self.signals.wait(timeout, list(self.readers), list(self.writers)):
+            call = self.readers.get(fd) or self.writers.get(fd)
+            if call is not None:  # an earlier callback may have closed it
+                call()
 
     def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
         self.stop()
@@ -260,6 +293,8 @@ class Arbiter:
             self.cfg.on_exit(self.hook_server)
         except Exception:
             self.log.exception("on_exit hook failed")
+        if self.control is not None:
+            self.control.close()
         self.remove_pidfile()
         sys.exit(exit_status)
 
@@ -285,7 +320,9 @@ class Arbiter:
                 self.pool.stop_all(signal.SIGQUIT)
             self.reap_workers()
             if self.pool.workers:
-                self.signals.wait(0.05)
+                self.wait_io(0.05)
+                if self.control is not None:
+                    self.control.tick(time.monotonic())
         for pid in list(self.pool.workers):
             self.log.warning("Worker (pid:%s) did not stop within graceful_timeout; killing", pid)
             self.pool.kill(pid, signal.SIGKILL)
@@ -302,6 +339,12 @@ class Arbiter:
         self.reloads.request()
 
     def handle_term(self, count: int = 1) -> None:
+        delay = self.cfg.drain_delay
+        if delay > 0 and self.draining_until is None and count == 1:
+            # Readiness off now; keep serving while load balancers notice.
+            self.draining_until = time.monotonic() + delay
+            self.log.info("Draining: /readyz answers 503; stopping in %.1fs", delay)
+            return
         raise StopIteration
 
     def handle_int(self, count: int = 1) -> None:
@@ -338,7 +381,7 @@ class Arbiter:
         self.log.info("Graceful stop of workers")
         old = self.num_workers
         self.num_workers = 0
-        self.pool.retire_where(lambda rec: True)
+        self.pool.retire_where(lambda rec: True, "scale_down")
         self.cfg.nworkers_changed(self.hook_server, 0, old)
 
     # -- workers -----------------------------------------------------------
@@ -359,7 +402,7 @@ class Arbiter:
         elif missing < 0:
             # The oldest go first, as in gunicorn.
             for rec in sorted(current, key=lambda w: w.age)[:-missing]:
-                self.pool.retire(rec)
+                self.pool.retire(rec, "scale_down")
 
     def send_metrics(self) -> None:
         """statsd (with statsd_host): the worker gauge, the backlog."""
@@ -409,6 +452,7 @@ class Arbiter:
             return
         if current and self.pool.all_ready(current):
             self.ready_announced = True
+            self.metrics.booted(time.monotonic() - self.started_at)
             self.cfg.when_ready(self.hook_server)
             self.log.info("Ready: %s worker(s) serving", len(current))
             if self.parent_master:
@@ -416,6 +460,18 @@ class Arbiter:
                 # (the unit needs NotifyAccess=all for this message).
                 self.notifier.mainpid(self.pid)
             self.notifier.ready(self.status_line())
+
+    def not_ready_because(self) -> str:
+        """Why /readyz says 503, or "" when ready: a worker of the serving
+        generation is READY and the server is not draining.  During a HUP
+        the old generation serves until the new one is ready: ready."""
+        if self.stopping:
+            return "stopping"
+        if self.draining_until is not None:
+            return "draining"
+        if not self.pool.any_ready(self.current_workers()):
+            return "no worker is serving"
+        return ""
 
     def status_line(self) -> str:
         """STATUS= for systemd: workers and requests served."""

@@ -253,6 +253,17 @@ def addresses(v: Any) -> list[str]:
     return list(v)
 
 
+def optional_address(v: Any) -> str | None:
+    """One listen address (host:port or unix:PATH), or None: off."""
+    if v is None or (_is_str(v) and not v.strip()):
+        return None
+    if not _is_str(v):
+        raise ValueError(f"expected an address, got {v!r}")
+    if parse_address(v).kind == "fd":
+        raise ValueError(f"expected HOST:PORT or unix:PATH, got {v!r}")
+    return v
+
+
 def umask(v: Any) -> int:
     if _is_str(v) and re.fullmatch(r"0[oO]?[0-7]{1,4}|[0-9]{1,4}", v.strip()):
         s = v.strip()
@@ -424,6 +435,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("reuse_port", "socket", boolean, False,
             "Set SO_REUSEPORT on the listening sockets.",
             ("--reuse-port",), is_flag=True, gunicorn=""),
+    Setting("metrics_bind", "socket", optional_address, None,
+            "Address of the master's control listener, HOST:PORT or unix:PATH (off by "
+            "default): /metrics (Prometheus, OpenMetrics), /livez, /readyz.",
+            ("--metrics-bind",), "ADDRESS"),
     Setting("umask", "socket", umask, 0,
             "umask of the master and workers; also governs unix socket file modes.",
             ("-m", "--umask"), "INT", gunicorn=""),
@@ -476,6 +491,11 @@ SETTINGS: tuple[Setting, ...] = (
             "On TERM or HUP, how long workers may finish in-flight requests before they are "
             "killed (0: at once).",
             ("--graceful-timeout",), "SECONDS", gunicorn=""),
+    Setting("drain_delay", "workers", seconds, 0.0,
+            "On TERM, how long /readyz answers 503 while the server still serves normally, "
+            "before it stops accepting and drains (0: stop at once). Lets a load balancer "
+            "route away first.",
+            ("--drain-delay",), "SECONDS"),
     Setting("keepalive", "workers", seconds, 5.0,
             "Seconds an idle keep-alive connection is kept open (0: no keep-alive).",
             ("--keep-alive",), "SECONDS",

@@ -251,7 +251,7 @@ class Exchange:
     """
 
     __slots__ = ("request", "start", "client", "environ", "status_code", "reason",
-                 "response_headers", "sent", "moved", "head_sent", "close", "policy",
+                 "response_headers", "sent", "received", "moved", "head_sent", "close", "policy",
                  "continue_pending", "peer")
 
     def __init__(self, request: Request, start: float, client: str,
@@ -265,6 +265,7 @@ class Exchange:
         self.reason: bytes | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.sent = 0                 # body bytes written to the client
+        self.received = 0             # body bytes handed to the app
         self.moved = 0                # bytes read or written (liveness)
         self.head_sent = False
         self.policy = policy

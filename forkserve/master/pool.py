@@ -49,6 +49,7 @@ class WorkerRecord:
     expected_exit: bool = False      # we asked it to go, or it said it was going
     memory_limit: int = 0            # bytes of RSS, jitter included; 0: none
     retire_at: float = 0.0           # max_worker_lifetime deadline; 0: none
+    exit_reason: str = ""            # why the master asked it to go (metrics)
 
     # gunicorn's hooks receive this object as ``worker``.
     @property
@@ -126,6 +127,8 @@ class WorkerPool:
                 # Child: never returns; run_worker unblocks the signals once
                 # the worker's handlers are in place.
                 arbiter.signals.close_in_child()
+                if arbiter.control is not None:
+                    arbiter.control.close_in_child()
                 for other in self.workers.values():
                     other.heartbeat.close()
                 self.workers = {}
@@ -178,21 +181,24 @@ class WorkerPool:
         for pid in list(self.workers):
             self.kill(pid, sig)
 
-    def retire(self, rec: WorkerRecord) -> None:
-        """Ask a worker to drain and exit; SIGKILL after graceful_timeout."""
+    def retire(self, rec: WorkerRecord, reason: str) -> None:
+        """Ask a worker to drain and exit; SIGKILL after graceful_timeout.
+        ``reason`` is the exit reason the metrics count it under."""
+        rec.exit_reason = rec.exit_reason or reason
         rec.stopping = True
         rec.expected_exit = True
         rec.kill_at = time.monotonic() + self.arbiter.cfg.graceful_timeout
         self.kill(rec.pid, signal.SIGTERM)
 
-    def retire_where(self, which: Callable[[WorkerRecord], bool]) -> None:
+    def retire_where(self, which: Callable[[WorkerRecord], bool], reason: str) -> None:
         for rec in list(self.workers.values()):
             if not rec.stopping and which(rec):
-                self.retire(rec)
+                self.retire(rec, reason)
 
     def stop_all(self, sig: int) -> None:
         """Send every worker ``sig`` as part of stopping the server."""
         for rec in list(self.workers.values()):
+            rec.exit_reason = rec.exit_reason or "shutdown"
             rec.stopping = True
             rec.expected_exit = True
             self.kill(rec.pid, sig)
@@ -216,9 +222,13 @@ class WorkerPool:
             if rec is None:
                 other(pid, status)
                 continue
-            state, _, _, line = rec.heartbeat.read()
-            rec.heartbeat.close()
+            hb = rec.heartbeat
+            state, _, _, line = hb.read()
+            counts, seconds = hb.read_counts(), hb.read_duration_sum()
+            kind, retired_because = hb.kind(), hb.retire_reason()
+            hb.close()
             how = _classify(rec, status, state)
+            self.arbiter.metrics.worker_gone(rec, how, counts, seconds, kind, retired_because)
             self._log_exit(rec, status, how, line)
             try:
                 server = self.arbiter.hook_server
@@ -305,7 +315,7 @@ class WorkerPool:
             if rec.retire_at and now >= rec.retire_at:
                 log.info("Recycling worker (pid:%s): reached max_worker_lifetime (%.0fs)",
                          rec.pid, now - rec.spawned_at)
-                self.retire(rec)
+                self.retire(rec, "lifetime")
                 continue
             if rec.memory_limit:
                 try:
@@ -316,7 +326,7 @@ class WorkerPool:
                     log.info("Recycling worker (pid:%s): RSS %.1f MiB is over "
                              "max_worker_memory (%.1f MiB)", rec.pid, rss / 1048576,
                              rec.memory_limit / 1048576)
-                    self.retire(rec)
+                    self.retire(rec, "memory")
 
 
 def _classify(rec: WorkerRecord, status: int, state: WorkerState) -> Exit:

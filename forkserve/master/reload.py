@@ -70,6 +70,7 @@ class Generations:
                 cfg = arbiter.reload_config()
             except Exception as exc:
                 log.error("Reload failed, keeping the running config: %s", exc)
+                arbiter.metrics.reload_done(0.0, ok=False)
                 arbiter.notifier.ready(arbiter.status_line() + "; last reload failed")
                 return
             arbiter.cfg = cfg
@@ -87,6 +88,7 @@ class Generations:
                 arbiter.app = self._reload_preloaded_app()
             except Exception as exc:
                 log.error("Reload failed, the app did not load: %s", exc)
+                arbiter.metrics.reload_done(0.0, ok=False)
                 arbiter.notifier.ready(arbiter.status_line() + "; last reload failed")
                 return
         old_workers = len(arbiter.pool.of_generation(self.current))
@@ -130,9 +132,10 @@ class Generations:
             return
         self.reloading = None
         self.current = r.generation
-        arbiter.pool.retire_where(lambda rec: rec.generation != r.generation)
-        arbiter.log.info("Reload complete in %.2fs: %s new worker(s) serving",
-                         time.monotonic() - r.started, len(new))
+        arbiter.pool.retire_where(lambda rec: rec.generation != r.generation, "reload")
+        took = time.monotonic() - r.started
+        arbiter.metrics.reload_done(took, ok=True)
+        arbiter.log.info("Reload complete in %.2fs: %s new worker(s) serving", took, len(new))
         arbiter.notifier.ready(arbiter.status_line())
         self._settled()
 
@@ -144,7 +147,8 @@ class Generations:
         arbiter = self.arbiter
         arbiter.log.error("Reload failed (%s); the old workers keep serving", why)
         arbiter.notifier.ready(arbiter.status_line() + "; last reload failed")
-        arbiter.pool.retire_where(lambda rec: rec.generation == r.generation)
+        arbiter.pool.retire_where(lambda rec: rec.generation == r.generation, "reload")
+        arbiter.metrics.reload_done(time.monotonic() - r.started, ok=False)
         self._settled()
 
     def _settled(self) -> None:

@@ -106,13 +106,15 @@ class SignalInbox:
     def _child(self, sig: int, frame: Any) -> None:
         """Nothing to do: the wake-up byte woke the loop, which reaps."""
 
-    def wait(self, timeout: float, fds: Sequence[int] = ()) -> list[int]:
-        """Sleep until a signal, one of ``fds`` is readable, or ``timeout``;
-        the readable ``fds``."""
+    def wait(self, timeout: float, fds: Sequence[int] = (),
+             wfds: Sequence[int] = ()) -> list[int]:
+        """Sleep until a signal, one of ``fds`` is readable, one of ``wfds``
+        writable, or ``timeout``; the ready ``fds`` and ``wfds``."""
         try:
-            ready, _, _ = select.select([self.pipe_r, *fds], [], [], timeout)
+            ready, writable, _ = select.select([self.pipe_r, *fds], wfds, [], timeout)
         except InterruptedError:
             return []
+        ready += writable
         if self.pipe_r in ready:
             try:
                 while os.read(self.pipe_r, 4096):

@@ -152,6 +152,9 @@ class ASGIWorker(Worker):
         finally:
             loop.close()
 
+    def open_connections(self) -> int:
+        return len(self.connections)
+
     def wake(self) -> None:
         loop = self.loop
         if not loop.is_closed():

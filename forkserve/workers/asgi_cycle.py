@@ -261,6 +261,7 @@ class Cycle:
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         self.body_size = 0
+        self.ex.received += len(data)
         more = self.body_state is _RECEIVING
         if not more:
             self.body_state = _DELIVERED

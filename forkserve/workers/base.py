@@ -30,6 +30,7 @@ import random
 import signal
 import ssl
 import sys
+import threading
 import time
 import traceback
 from typing import Any, ClassVar, NoReturn
@@ -37,7 +38,7 @@ from typing import Any, ClassVar, NoReturn
 from .. import tls
 from ..app import AppLoadError, load_app
 from ..config import Config, ConfigError
-from ..heartbeat import Heartbeat, WorkerState
+from ..heartbeat import Heartbeat, RetireReason, Slot, WorkerState
 from ..hookobjects import GunicornWorkerNames
 from ..http.connection import Exchange, RequestView
 from ..logging import AccessLog, error_log, reopen_logs
@@ -60,6 +61,8 @@ _IGNORED = (signal.SIGHUP, signal.SIGWINCH, signal.SIGTTIN, signal.SIGTTOU, sign
 # allocates enough to matter (touching 10 MB alone takes longer).
 _MEMORY_CHECK_INTERVAL = 0.001
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_monotonic = time.monotonic
+_BEGUN = int(Slot.BEGUN)
 
 
 class Worker(GunicornWorkerNames):
@@ -110,6 +113,12 @@ class Worker(GunicornWorkerNames):
         self.alive = True
         self.reopen_requested = False
         self.nr = 0  # requests served
+        # The traffic counters in shared memory, when the master exports
+        # them (metrics_bind); None costs the hot path one test.
+        self.counters: Heartbeat | None = heartbeat if cfg.metrics_bind else None
+        # Threads of one worker add to the same counters: a worker with a
+        # thread pool sets a lock, so no increment is lost between them.
+        self.counter_lock: threading.Lock | None = None
         jitter = random.randint(0, cfg.max_requests_jitter) if cfg.max_requests_jitter else 0
         self.max_requests = cfg.max_requests + jitter if cfg.max_requests > 0 else sys.maxsize
 
@@ -182,12 +191,22 @@ class Worker(GunicornWorkerNames):
             self.reopen_requested = False
             reopen_logs()
         if os.getppid() != self.ppid and self.alive:
-            self.retire(f"Master {self.ppid} is gone; worker {self.pid} exiting", logging.WARNING)
-        self.heartbeat.set_requests(self.nr)
+            self.retire(f"Master {self.ppid} is gone; worker {self.pid} exiting", logging.WARNING,
+                        RetireReason.MASTER_GONE)
+        heartbeat = self.heartbeat
+        heartbeat.set_requests(self.nr)
+        if self.counters is not None:
+            heartbeat.set_connections(self.open_connections())
         if self.nr >= self.max_requests and self.alive:
-            self.retire(f"Autorestarting worker {self.pid} after {self.nr} requests")
+            self.retire(f"Autorestarting worker {self.pid} after {self.nr} requests",
+                        reason=RetireReason.MAX_REQUESTS)
 
-    def retire(self, why: str, level: int = logging.INFO) -> None:
+    def open_connections(self) -> int:
+        """Client connections open now (for the master's metrics)."""
+        return 0
+
+    def retire(self, why: str, level: int = logging.INFO,
+               reason: RetireReason = RetireReason.NONE) -> None:
         """Stop taking new work, finish what is in flight and exit, for a
         reason of the worker's own (a limit reached, the master gone).
 
@@ -201,6 +220,8 @@ class Worker(GunicornWorkerNames):
         if not self.alive:
             return
         self.log.log(level, "%s", why)
+        # Before the state goes STOPPING, so the master reads why with it.
+        self.heartbeat.set_retire_reason(reason)
         self.alive = False
         self.wake()
 
@@ -228,7 +249,8 @@ class Worker(GunicornWorkerNames):
             return
         if rss > self.memory_limit:
             self.retire(f"Recycling worker {self.pid}: RSS {rss / 1048576:.1f} MiB is over "
-                        f"max_worker_memory ({self.memory_limit / 1048576:.1f} MiB)")
+                        f"max_worker_memory ({self.memory_limit / 1048576:.1f} MiB)",
+                        reason=RetireReason.MEMORY)
 
     def request_done(self) -> None:
         # The count reaches the master's status line through maintenance():
@@ -240,7 +262,15 @@ class Worker(GunicornWorkerNames):
     def begin_request(self, ex: Exchange) -> bool:
         """Before the app sees a request: the ``pre_request`` hook, given a
         :class:`RequestView`.  False if the hook failed (logged): answer
-        that request with a 500 and do not call the app."""
+        that request with a 500 and do not call the app.  Counts the
+        request as in progress (for the master's metrics)."""
+        counters = self.counters
+        if counters is not None:
+            if self.counter_lock is None:
+                counters.counts[_BEGUN] += 1  # count_begun(), without the call
+            else:
+                with self.counter_lock:
+                    counters.counts[_BEGUN] += 1
         hook = self.cfg.hooks.get("pre_request")
         if hook is None:
             return True
@@ -257,9 +287,20 @@ class Worker(GunicornWorkerNames):
         req, environ, resp)`` (``environ`` is the ASGI scope for ASGI,
         ``resp`` the Exchange; a failure is logged, never fatal), the
         access log line, the statsd metrics (with ``statsd_host``), the
-        request count for ``max_requests``, and a heartbeat: a worker that
+        request count for ``max_requests``, the traffic counters in shared
+        memory (the master's metrics), and a heartbeat: a worker that
         completes requests is making progress."""
         self.nr += 1  # request_done(), here without the call; before the hook, as gunicorn
+        counters = self.counters
+        if counters is not None:
+            lock = self.counter_lock
+            if lock is None:
+                counters.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
+                                        ex.received)
+            else:
+                with lock:
+                    counters.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
+                                            ex.received)
         hook = self.cfg.hooks.get("post_request")
         if hook is not None:
             try:
@@ -398,6 +439,7 @@ def run_worker(server: Any, age: int, listeners: list[Listener], cfg: Config,
         cls = worker_class(kind)
         worker = current = cls(age, server.pid, listeners, cfg, heartbeat, app)
         worker.ssl_context = ssl_context
+        heartbeat.set_kind(kind)
         # The boot handlers again, bound to this worker (a USR1 meanwhile
         # is carried over); Worker.run() installs the serving ones.
         worker.init_boot_signals()

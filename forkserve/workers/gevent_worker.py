@@ -126,6 +126,9 @@ class GeventWorker(WSGIServing, Worker):
 
     # -- signals -------------------------------------------------------------
 
+    def open_connections(self) -> int:
+        return len(self.conns)
+
     def wake(self) -> None:
         # From the TERM handler or retire(); both run in this thread.
         self._wakeup.set()

@@ -92,6 +92,8 @@ class SyncWorker(WSGIServing, Worker):
         # flight (see _beat): one finishing must not hide one stuck.
         self.beats_per_exchange = self.threads == 1
         self.setup_wsgi(multithread=self.threads > 1)
+        if self.threads > 1:
+            self.counter_lock = threading.Lock()
         self.max_connections = cfg.worker_connections
         self.selector = selectors.DefaultSelector()
         self.conns: dict[int, Connection] = {}     # waiting in the loop, by fd
@@ -99,6 +101,9 @@ class SyncWorker(WSGIServing, Worker):
         self.done: queue.SimpleQueue[tuple[Connection, Exchange | None]] = queue.SimpleQueue()
         self.jobs: queue.SimpleQueue[Connection | None] = queue.SimpleQueue()
         self.accepting = False
+
+    def open_connections(self) -> int:
+        return len(self.conns) + len(self.busy)
 
     # -- the loop --------------------------------------------------------
 

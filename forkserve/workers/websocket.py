@@ -131,6 +131,8 @@ class WebSocketSession:
         self.scope = proto.scope_for(self.req, websocket=True)
         worker.active += 1
         worker.heartbeat.set_current(self.req.raw_line)
+        if worker.counters is not None:
+            worker.counters.count_websocket(opened=True)
         worker.keep(proto.loop.create_task(self.run()))
         if leftover:
             self.feed(leftover)
@@ -151,6 +153,8 @@ class WebSocketSession:
             self._end(app_failed=False)
         finally:
             self.worker.active -= 1
+            if self.worker.counters is not None:
+                self.worker.counters.count_websocket(opened=False)
             self.worker.request_done()
             self._stop_pings()
 

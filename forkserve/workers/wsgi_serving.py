@@ -218,6 +218,7 @@ class WSGIServing:
                     ex.body_error(exc)
                     raise
                 if type(event) is bytes:
+                    ex.received += len(event)
                     return event
                 if event is NEED_DATA:
                     if ex.continue_pending:
