@@ -40,9 +40,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.list:
         for key, scenario in SCENARIOS.items():
-            print(f"{key:24} {scenario.title}" + (f" [{scenario.needs}]" if scenario.needs else ""))
+            print(f"{key:24} {scenario.title}")
         return 0
-    keys = [k for k, s in SCENARIOS.items() if not s.needs] if args.all else args.scenarios
+    keys = list(SCENARIOS) if args.all else args.scenarios
     unknown = [k for k in keys if k not in SCENARIOS]
     if unknown or not keys:
         parser.error(f"unknown scenarios {unknown} (see --list)" if unknown else "no scenario given")
@@ -53,9 +53,6 @@ def main() -> int:
     print("| scenario | balancer | kind | requests | failed | p99 ms | other |")
     print("|---|---|---|---:|---:|---:|---|")
     for key in keys:
-        if SCENARIOS[key].needs:
-            print(f"| {key} | | | | | | skipped: {SCENARIOS[key].needs} |")
-            continue
         for balancer in args.balancer:
             for kind in args.kind:
                 with tempfile.TemporaryDirectory(prefix="netbed-") as tmp:

@@ -50,6 +50,8 @@ APPS = Path(__file__).parent / "apps"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 APP_PORT = 8000
+#: forkserve's control listener (metrics_bind): /readyz for the balancer's checks.
+CONTROL_PORT = 9191
 FRONT_PORT = 80
 #: forkserve's settings on every app host: the balancer configs are checked
 #: against these (keepalive above the balancers' idle upstream timeout).
@@ -168,7 +170,10 @@ class NetBed:
         self.client: Host | None = None
         self.balancer_proc: subprocess.Popen | None = None
         self.balancer_kind = ""
-        self.check_path = "/"
+        self.check_path = "/readyz"
+        # drain_delay for the masters started from now on (0: TERM closes
+        # the listener at once, as forkserve does by default).
+        self.drain_delay = 0.0
         #: False: the balancer never resends a request (to show what
         #: forkserve's drain alone does); the shipped configs resend.
         self.retries = True
@@ -258,7 +263,8 @@ class NetBed:
             sys.executable, "-m", "forkserve", "-b", f"{app.addr}:{APP_PORT}",
             "-k", self.kind, "-w", str(self.workers), "--keep-alive", str(KEEPALIVE),
             "--graceful-timeout", str(GRACEFUL_TIMEOUT), "--pid", str(app.appdir / "fs.pid"),
-            "--error-logfile", str(app.log), *extra, f"netbed_app:{callable_}"],
+            "--error-logfile", str(app.log), "--metrics-bind", f"{app.addr}:{CONTROL_PORT}",
+            "--drain-delay", str(self.drain_delay), *extra, f"netbed_app:{callable_}"],
             env=env, cwd=app.appdir)
         app.master = app.proc.pid
 
@@ -344,10 +350,13 @@ class NetBed:
         replace = {
             "bind :80": f"bind {self.balancer.addr}:{FRONT_PORT}",
             "/run/haproxy/admin.sock": str(self.workdir / "haproxy.sock"),
-            "option httpchk GET /\n": f"option httpchk GET {self.check_path}\n",
+            "option httpchk GET /readyz\n": f"option httpchk GET {self.check_path}\n",
             "    log /dev/log local0\n": "",
             "    daemon\n": "",
         }
+        if self.check_path != "/readyz":
+            # Checked on the app port, as without forkserve's control listener.
+            replace["default-server check port 9191 "] = "default-server check "
         if not self.retries:
             replace.update({"    retries 3\n": "    retries 0\n", "    option redispatch 1\n": "",
                             "    retry-on conn-failure empty-response\n": "    retry-on none\n"})
@@ -356,7 +365,7 @@ class NetBed:
             text = text.replace(old, new)
         return text
 
-    def start_haproxy(self, check_path: str = "/") -> None:
+    def start_haproxy(self, check_path: str = "/readyz") -> None:
         """HAProxy in master-worker mode on the balancer host."""
         self.check_path = check_path
         self.balancer_kind = "haproxy"

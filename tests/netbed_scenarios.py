@@ -3,9 +3,11 @@ one function each, and :func:`run`, which makes one behind a balancer and
 measures it.  tests/e2e/test_netbed.py asserts on what :func:`run` returns;
 bench/netbed.py runs the same by hand and prints the numbers.
 
-A readiness variant is a :class:`Scenario` with ``check_path`` (what the
-balancer's health check asks for) and ``pre_term`` (what to do on a host
-before its TERM: flip readiness, wait for the balancer to notice).
+HAProxy checks forkserve's ``/readyz`` on its control port (the shipped
+conf/haproxy.cfg); a :class:`Scenario` with ``check_path`` "/" checks the
+app port instead, as without forkserve's control listener.  ``drain_delay``
+is forkserve's: how long a TERMed host goes on serving after its
+``/readyz`` turned 503.
 """
 
 from __future__ import annotations
@@ -20,11 +22,7 @@ from typing import Callable
 
 from conftest import wait_for
 from loadgen import LoadResult
-from netbed import AppHost, NetBed
-
-#: Why the readiness variants do not run yet.
-READINESS = "needs /readyz (issue 14)"
-
+from netbed import NetBed
 
 @dataclass(frozen=True)
 class Scenario:
@@ -34,9 +32,8 @@ class Scenario:
     action: Callable[[NetBed], dict]
     zero_failures: bool = True
     deploys: bool = True  # ends with every remaining host on the new code (v2)
-    check_path: str = "/"
-    pre_term: Callable[[NetBed, AppHost], None] | None = None
-    needs: str = ""  # why it cannot run yet ("" when it can)
+    check_path: str = "/readyz"
+    drain_delay: float = 0.0
     balancer_retries: bool = True  # False: the balancer never resends a request
     #: the client: keep-alive connections, new-connection clients, every Nth a POST
     load: tuple[int, int, int] = (4, 2, 2)
@@ -89,12 +86,27 @@ def rolling_usr2(bed: NetBed) -> dict:
     return {}
 
 
-def rolling_restart(bed: NetBed, pre_term: Callable[[NetBed, AppHost], None] | None = None) -> dict:
+def rolling_restart(bed: NetBed) -> dict:
     for app in bed.apps:
         bed.deploy(app, "v2")
-        if pre_term is not None:
-            pre_term(bed, app)
         bed.restart(app)
+        wait_balancer_sees(bed, {app.name})
+    return {}
+
+
+def rolling_restart_drained(bed: NetBed) -> dict:
+    """A full restart host by host, each host out of the rotation first:
+    HAProxy sees its /readyz turn 503 on TERM and moves away during
+    drain_delay; open-source nginx has no active check, so the host leaves
+    its upstream block (a reload) before the TERM and comes back after."""
+    for app in bed.apps:
+        bed.deploy(app, "v2")
+        if bed.balancer_kind == "nginx":
+            bed.reload_balancer([a for a in bed.apps if a is not app])
+            time.sleep(2.0)  # nginx's old workers finish what they had sent there
+        bed.restart(app)
+        if bed.balancer_kind == "nginx":
+            bed.reload_balancer(bed.apps)
         wait_balancer_sees(bed, {app.name})
     return {}
 
@@ -182,9 +194,11 @@ SCENARIOS = {
     "hup-storm-no-retries": Scenario("10 rolling HUPs, the balancer resending nothing",
                                      hup_storm, balancer_retries=False, load=(8, 0, 2)),
     "rolling-usr2": Scenario("rolling USR2 upgrade + TERM of the old master", rolling_usr2),
-    "rolling-restart": Scenario("rolling TERM + start", rolling_restart),
-    "rolling-restart-readyz": Scenario("rolling TERM + start, with readiness", rolling_restart,
-                                       check_path="/readyz", needs=READINESS),
+    "rolling-restart": Scenario("rolling TERM + start, no readiness (HAProxy checks the app "
+                                "port)", rolling_restart, check_path="/"),
+    "rolling-restart-drained": Scenario("rolling TERM + start, each host drained first "
+                                        "(HAProxy: /readyz + drain_delay 3 s; nginx: upstream "
+                                        "reload)", rolling_restart_drained, drain_delay=3.0),
     "ttin-ttou": Scenario("TTIN then TTOU on each host", ttin_ttou, deploys=False),
     "scale-out-in": Scenario("a 4th host added, the 1st removed", scale_out_in),
     "kill-9": Scenario("a host dies (kill -9 of master and workers)", _host_dies("kill -9"),
@@ -201,16 +215,14 @@ def run(workdir: Path, key: str, balancer: str, kind: str) -> Outcome:
     scenario = SCENARIOS[key]
     with NetBed(workdir, kind=kind) as bed:
         bed.retries = scenario.balancer_retries
+        bed.drain_delay = scenario.drain_delay
         bed.start_apps(3)
         if balancer == "haproxy":
             bed.start_haproxy(scenario.check_path)
         else:
             bed.start_nginx()
         with bed.load(*scenario.load) as change:
-            if scenario.pre_term is not None:
-                extra = scenario.action(bed, scenario.pre_term)
-            else:
-                extra = scenario.action(bed)
+            extra = scenario.action(bed)
         result = change.result
         record = {"scenario": key, "balancer": balancer, "kind": kind,
                   "requests": result.requests, "posts": result.posts, "failed": result.failed,

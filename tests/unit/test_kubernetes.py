@@ -64,21 +64,29 @@ def test_ports_agree(manifests):
     assert host == "0.0.0.0", "a pod must listen on its own address, not loopback"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == int(port)
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] in ("http", int(port))
+    # The probes and the scrape ask the master's control listener.
+    control_host, _, control_port = cfg.metrics_bind.rpartition(":")
+    assert control_host == "0.0.0.0", "the kubelet probes the pod's address"
+    assert ports["control"] == int(control_port)
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/livez")):
+        assert container[probe]["httpGet"]["port"] in ("control", int(control_port))
+        assert container[probe]["httpGet"]["path"] == path
+    annotations = manifests["docs"]["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == control_port
     service = manifests["docs"]["Service"]["spec"]
     assert service["ports"][0]["targetPort"] in ("http", int(port))
     assert service["selector"].items() <= \
         manifests["docs"]["Deployment"]["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_grace_period_covers_prestop_and_graceful_timeout(manifests):
+def test_grace_period_covers_drain_delay_and_graceful_timeout(manifests):
     cfg, pod, container = manifests["cfg"], manifests["pod"], manifests["container"]
-    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    sleep = float(pre_stop[1])
-    assert sleep >= 2, "the Service and ingresses need a moment to stop routing"
-    assert pod["terminationGracePeriodSeconds"] > sleep + cfg.graceful_timeout
+    ready = container["readinessProbe"]
+    # Serving goes on after SIGTERM until the probe has failed and the
+    # Service, ingresses and kube-proxies have had a moment to follow.
+    assert cfg.drain_delay >= ready["periodSeconds"] * ready["failureThreshold"] + 2
+    assert "lifecycle" not in container, "drain_delay replaces a preStop sleep"
+    assert pod["terminationGracePeriodSeconds"] > cfg.drain_delay + cfg.graceful_timeout
 
 
 def test_workers_and_memory_match_resources(manifests):
