@@ -13,10 +13,12 @@ import os
 import re
 import socket
 import stat
+import struct
 import time
 from dataclasses import dataclass
 
-__all__ = ["Address", "parse_address", "Listener", "create_listeners", "close_listeners"]
+__all__ = ["Address", "parse_address", "Listener", "create_listeners", "close_listeners",
+           "listen_queue"]
 
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -265,3 +267,24 @@ def close_listeners(listeners: list[Listener], unlink: bool = True) -> None:
                 os.unlink(lst.owned_path)
             except OSError:
                 pass
+
+
+# struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32 rto, ato,
+# snd_mss, rcv_mss, unacked, sacked.  On a listening socket the kernel puts
+# the accept queue's length in tcpi_unacked and its limit in tcpi_sacked.
+_TCP_INFO_QUEUE = struct.Struct("=8x4xIIIII")
+
+
+def listen_queue(sock: socket.socket) -> tuple[int, int] | None:
+    """(connections waiting to be accepted, the queue's limit) of a
+    listening TCP socket on Linux; None where the kernel does not say."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO_QUEUE.size:
+        return None
+    _, _, _, unacked, sacked = _TCP_INFO_QUEUE.unpack_from(raw)
+    return unacked, sacked

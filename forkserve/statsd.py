@@ -32,8 +32,10 @@ import threading
 import weakref
 from typing import Any
 
+from .sockets import listen_queue
+
 __all__ = ["parse_address", "check_prefix", "check_tags", "Packets", "Sender", "configure",
-           "current", "listen_queue", "MasterMetrics", "MAX_DATAGRAM"]
+           "current", "MasterMetrics", "MAX_DATAGRAM"]
 
 #: Largest datagram sent: what fits an Ethernet MTU without fragments (the
 #: size dogstatsd clients use); lines are never split across datagrams.
@@ -278,22 +280,6 @@ def configure(cfg: Any) -> Sender | None:
     return _current
 
 
-_TCP_INFO_UNACKED = slice(24, 28)  # struct tcp_info's tcpi_unacked, a u32
-
-
-def listen_queue(sock: socket.socket) -> int:
-    """Connections waiting to be accepted on a listening TCP socket: on a
-    listening socket Linux reports the accept queue's length as
-    ``tcpi_unacked``.  0 where the kernel does not say (unix sockets)."""
-    if sock.family == socket.AF_UNIX or not hasattr(socket, "TCP_INFO"):
-        return 0
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    except OSError:
-        return 0
-    return int.from_bytes(info[_TCP_INFO_UNACKED], "little") if len(info) >= 28 else 0
-
-
 class MasterMetrics:
     """What the master sends: ``gunicorn.workers`` when the number of
     workers changes, ``gunicorn.backlog`` at most once a second when
@@ -317,7 +303,8 @@ class MasterMetrics:
             sender.gauge("gunicorn.workers", workers)
         if backlog_socks and now >= self.next_backlog:
             self.next_backlog = now + self.BACKLOG_INTERVAL
-            sender.histogram("gunicorn.backlog", sum(listen_queue(s) for s in backlog_socks))
+            sender.histogram("gunicorn.backlog",
+                             sum((listen_queue(s) or (0, 0))[0] for s in backlog_socks))
 
 
 def current() -> Sender | None:

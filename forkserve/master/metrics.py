@@ -10,8 +10,6 @@ reloads, the accept queues.  Nothing here runs per request.
 
 from __future__ import annotations
 
-import socket
-import struct
 import sys
 import time
 from collections import Counter
@@ -22,12 +20,13 @@ import psutil
 from ..exposition import Family
 from ..heartbeat import (COUNTER_SLOTS, DURATION_BUCKETS, STATUS_CLASSES, WORKER_KINDS,
                          RetireReason, Slot, WorkerState, by_bucket, by_status)
+from ..sockets import listen_queue
 
 if TYPE_CHECKING:
     from ..arbiter import Arbiter
     from .pool import Exit, WorkerRecord
 
-__all__ = ["Metrics", "EXIT_REASONS", "listen_queue"]
+__all__ = ["Metrics", "EXIT_REASONS"]
 
 #: The ``reason`` label of forkserve_worker_exits_total; every value is
 #: always exported, so the series exist from the first scrape.
@@ -37,27 +36,6 @@ _RETIRE_REASONS = {RetireReason.MAX_REQUESTS: "max_requests", RetireReason.MEMOR
                    RetireReason.MASTER_GONE: "master_gone"}
 # At most this long reading workers' RSS on one scrape (psutil reads /proc).
 _RSS_BUDGET = 0.2
-# struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32 rto, ato,
-# snd_mss, rcv_mss, unacked, sacked.  On a listening socket the kernel puts
-# the accept queue's length in tcpi_unacked and its limit in tcpi_sacked.
-_TCP_INFO_QUEUE = struct.Struct("=8x4xIIIII")
-
-
-def listen_queue(sock: socket.socket) -> tuple[int, int] | None:
-    """(connections waiting to be accepted, the queue's limit) of a
-    listening TCP socket on Linux; None where the kernel does not say."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
-        return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    except OSError:
-        return None
-    if len(raw) < _TCP_INFO_QUEUE.size:
-        return None
-    _, _, _, unacked, sacked = _TCP_INFO_QUEUE.unpack_from(raw)
-    return unacked, sacked
-
-
 class Metrics:
     """Totals kept across worker exits, reload history, and the scrape."""
 

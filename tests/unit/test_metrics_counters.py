@@ -4,7 +4,8 @@ import socket
 
 from forkserve.heartbeat import (DURATION_BUCKETS, STATUS_CLASSES, Heartbeat, RetireReason, Slot,
                                  by_bucket, by_status)
-from forkserve.master.metrics import exit_reason, listen_queue
+from forkserve.master.metrics import exit_reason
+from forkserve.sockets import listen_queue
 from forkserve.master.pool import Exit, WorkerRecord
 
 
