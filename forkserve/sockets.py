@@ -17,8 +17,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-__all__ = ["Address", "parse_address", "Listener", "create_listeners", "close_listeners",
-           "listen_queue"]
+__all__ = ["Address", "parse_address", "Listener", "bind", "create_listeners",
+           "close_listeners", "listen_queue"]
 
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -108,6 +108,14 @@ class Listener:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def bind(addr: Address, backlog: int, reuse_port: bool = False) -> socket.socket:
+    """A listening socket on ``addr`` (TCP, or a unix socket whose stale
+    file is replaced; OSError EADDRINUSE if a live server has it)."""
+    if addr.kind == "unix":
+        return _bind_unix(addr, backlog)
+    return _bind_tcp(addr, backlog, reuse_port)
+
+
 def _bind_tcp(addr: Address, backlog: int, reuse_port: bool) -> socket.socket:
     infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM,
                                flags=socket.AI_PASSIVE)
@@ -142,8 +150,11 @@ def _bind_unix(addr: Address, backlog: int) -> socket.socket:
         # Remove a stale socket only if nobody answers on it; a live one
         # belongs to another server and binding over it would steal it.
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)  # a live server with a full queue: EAGAIN, not a wait
         try:
             probe.connect(path)
+        except BlockingIOError:
+            raise OSError(errno.EADDRINUSE, f"{path} is in use by another server") from None
         except OSError:
             os.unlink(path)
         else:
@@ -238,11 +249,9 @@ def create_listeners(binds: list[str], backlog: int, reuse_port: bool = False,
                 continue
             for attempt in range(retries):
                 try:
-                    if addr.kind == "unix":
-                        sock = _bind_unix(addr, backlog)
-                        listeners.append(Listener(sock, addr, owned_path=addr.path))
-                    else:
-                        listeners.append(Listener(_bind_tcp(addr, backlog, reuse_port), addr))
+                    sock = bind(addr, backlog, reuse_port)
+                    owned = addr.path if addr.kind == "unix" else ""
+                    listeners.append(Listener(sock, addr, owned_path=owned))
                     break
                 except OSError as exc:
                     # A previous server may be just letting go of the port.

@@ -237,19 +237,24 @@ http {{
                              "-g", "daemon off;"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     nginx = Nginx(proc, port, prefix)
+    _wait_listening("nginx", proc, port, lambda: nginx.error_log, nginx.stop)
+    return nginx
 
+
+def _wait_listening(name: str, proc: subprocess.Popen, port: int, log, stop) -> None:
+    """Until ``proc`` accepts on ``port``; if it exits or never does, stop
+    it (by PID) and fail with its log."""
     def listening():
         if proc.poll() is not None:
-            raise AssertionError(f"nginx exited with {proc.returncode}:\n{nginx.error_log}")
+            raise AssertionError(f"{name} exited with {proc.returncode}:\n{log()}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
             return True
         return False
     try:
-        wait_for(listening, 15, what="nginx to listen")
+        wait_for(listening, 15, what=f"{name} to listen")
     except BaseException:
-        nginx.stop()
+        stop()
         raise
-    return nginx
 
 
 # -- HAProxy, speaking the PROXY protocol to its server ----------------------
@@ -298,18 +303,7 @@ backend back
         proc = subprocess.Popen([HAPROXY, "-db", "-f", str(conf)], stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     haproxy = HAProxy(proc, port, log_path)
-
-    def listening():
-        if proc.poll() is not None:
-            raise AssertionError(f"haproxy exited with {proc.returncode}:\n{haproxy.log}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return True
-        return False
-    try:
-        wait_for(listening, 15, what="haproxy to listen")
-    except BaseException:
-        haproxy.stop()
-        raise
+    _wait_listening("haproxy", proc, port, lambda: haproxy.log, haproxy.stop)
     return haproxy
 
 

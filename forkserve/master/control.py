@@ -29,7 +29,6 @@ import enum
 import errno
 import os
 import socket
-import stat
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..exposition import OPENMETRICS_TYPE, PROMETHEUS_TYPE, render, wants_openmetrics
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import date_header, status_line
-from ..sockets import parse_address
+from ..sockets import bind, parse_address
 
 if TYPE_CHECKING:
     from ..arbiter import Arbiter
@@ -90,20 +89,9 @@ class ControlListener:
         again; without, it raises."""
         addr = self.address
         try:
+            sock = bind(addr, MAX_CONNECTIONS)
             if addr.kind == "unix":
-                sock = self._bind_unix(addr.path)
-            else:
-                infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM,
-                                           flags=socket.AI_PASSIVE)
-                family, _, _, _, sockaddr = infos[0]
-                sock = socket.socket(family, socket.SOCK_STREAM)
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.bind(sockaddr)
-                except OSError:
-                    sock.close()
-                    raise
-            sock.listen(MAX_CONNECTIONS)
+                self._unix_ino = os.stat(addr.path).st_ino
             sock.setblocking(False)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or not retry:
@@ -117,35 +105,6 @@ class ControlListener:
         self.arbiter.readers[sock.fileno()] = self._accept
         self.arbiter.log.info("Control listener (metrics, health) at: %s", self.address)
         return True
-
-    def _bind_unix(self, path: str) -> socket.socket:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISSOCK(st.st_mode):
-                raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            probe.setblocking(False)
-            try:
-                probe.connect(path)
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(path)  # stale: nobody listens on it
-            except BlockingIOError:
-                raise OSError(errno.EADDRINUSE, "in use") from None
-            else:
-                raise OSError(errno.EADDRINUSE, "in use")
-            finally:
-                probe.close()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(path)
-        except OSError:
-            sock.close()
-            raise
-        self._unix_ino = os.stat(path).st_ino
-        return sock
 
     @property
     def port(self) -> int:

@@ -342,8 +342,6 @@ class GeventWorker(WSGIServing, Worker):
                 try:
                     data = self.read_preamble(conn, data)
                 except ProxyProtocolError as exc:
-                    self.log.debug("Refused connection from %s: %s", conn.peer, exc)
-                    conn.preamble = None
                     self._linger(conn, error_response(exc.status))
                     return False
                 if data is None:

@@ -289,8 +289,6 @@ class SyncWorker(WSGIServing, Worker):
             try:
                 data = self.read_preamble(conn, data)
             except ProxyProtocolError as exc:
-                self.log.debug("Refused connection from %s: %s", conn.peer, exc)
-                conn.preamble = None
                 self._refuse(conn, error_response(exc.status))
                 return
             if data is None:

@@ -24,7 +24,7 @@ from ..heartbeat import Heartbeat
 from ..http.connection import (Close, ConnState, Exchange, HTTPConnection, Policy,
                                error_status)
 from ..http.proxy import NOT_FORWARDED, ProxyTrust
-from ..http.proxy_protocol import NEED_MORE as PROXY_NEED_MORE, ProxyPreamble
+from ..http.proxy_protocol import NEED_MORE as PROXY_NEED_MORE, ProxyPreamble, ProxyProtocolError
 from ..http.request import NEED_DATA, HTTPError, Limits, Request, RequestReader
 from ..http.response import ResponseError, error_response
 from ..http.wsgi import (ErrorStream, FileWrapper, WSGIInput, WSGIResponse, base_environ,
@@ -138,7 +138,12 @@ class WSGIServing:
         header's client becomes the connection's.  ProxyProtocolError (its
         ``status`` answers it) if the header is refused.  It arrives within
         the head's header_timeout, like the request after it."""
-        result = conn.preamble.feed(data)  # type: ignore[union-attr]
+        try:
+            result = conn.preamble.feed(data)  # type: ignore[union-attr]
+        except ProxyProtocolError as exc:
+            self.log.debug("Refused connection from %s: %s", conn.peer, exc)
+            conn.preamble = None
+            raise
         if result is PROXY_NEED_MORE:
             return None
         header, rest = result  # type: ignore[misc]
