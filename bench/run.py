@@ -72,6 +72,14 @@ SERVERS = {
                               modules=["forkserve"]),
     "forkserve-asgi": dict(tool="forkserve", kind="asgi", args=["-k", "asgi"],
                            modules=["forkserve", "uvloop"]),
+    # The same with the master's /metrics on: every exchange adds to the
+    # shared-memory counters (issue 14: at least 97 % of the req/s without).
+    "forkserve-sync-metrics": dict(tool="forkserve", kind="wsgi",
+                                   args=["-k", "sync", "--metrics-bind", "127.0.0.1:0"],
+                                   modules=["forkserve"]),
+    "forkserve-asgi-metrics": dict(tool="forkserve", kind="asgi",
+                                   args=["-k", "asgi", "--metrics-bind", "127.0.0.1:0"],
+                                   modules=["forkserve", "uvloop"]),
     "gunicorn-sync": dict(tool="gunicorn", kind="wsgi", args=["-k", "sync"],
                           modules=["gunicorn"]),
     "gunicorn-gthread": dict(tool="gunicorn", kind="wsgi",
@@ -793,6 +801,15 @@ def report(records):
                 ratio += " (noisy)"
             out.append(f"| {fs['scenario']} | {fs['server']}/{peer['server']} | "
                        f"{ratio} | {_f(fs['p99'])} vs {_f(peer['p99'])} |")
+    # What a feature costs: a "<server>-metrics" row against "<server>".
+    pairs = [(on, off) for on in rows for off in rows
+             if on["server"] == off["server"] + "-metrics" and on["scenario"] == off["scenario"]]
+    if pairs:
+        out += ["", "METRICS ON / OFF (req/s ratio, same run)", "",
+                "| scenario | servers | req/s ratio |", "|---|---|---:|"]
+        for on, off in pairs:
+            ratio = f"{on['rps'] / off['rps']:.3f}" if on["rps"] and off["rps"] else "-"
+            out.append(f"| {on['scenario']} | {on['server']}/{off['server']} | {ratio} |")
     skipped = [r for r in records if r.get("type") == "skip"]
     out += _skipped_lines(skipped)
     return "\n".join(out)
