@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "HTTPError",
@@ -63,6 +64,19 @@ class Limits:
     body: int | None = None
     chunk_line: int = 1024
     trailer_size: int = 8192
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "Limits":
+        """The limits for a worker's settings: gunicorn's ``limit_request_*``
+        (0 means the head cap, which the reader always keeps)."""
+        head = 65536
+        return cls(
+            request_line=cfg.limit_request_line or head,
+            fields=cfg.limit_request_fields or 32768,
+            field_size=cfg.limit_request_field_size or head,
+            head=max(head, cfg.limit_request_line + cfg.limit_request_field_size + 4),
+            body=cfg.limit_request_body,
+        )
 
 
 class _Sentinel:

@@ -40,10 +40,10 @@ from ..heartbeat import WorkerState
 from ..http.asgi import ClientDisconnected
 from ..http.connection import Policy, eviction_candidate, eviction_candidates
 from ..http.proxy import ProxyTrust
+from ..http.request import Limits
 from .asgi_protocol import HTTPProtocol
 from .base import Worker
 from .lifespan import Lifespan
-from .sync import limits_from
 
 __all__ = ["ASGIWorker", "ClientDisconnected"]
 
@@ -85,7 +85,7 @@ class ASGIWorker(Worker):
         cfg = self.cfg
         self.loop = new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.limits = limits_from(cfg)
+        self.limits = Limits.from_config(cfg)
         self.policy = Policy.from_config(cfg)
         self.proxy = ProxyTrust(cfg.forwarded_allow_ips, cfg.secure_scheme_headers,
                                 cfg.forwarder_headers)

@@ -64,10 +64,9 @@ from ..http.request import NEED_DATA, HTTPError, Request, RequestReader
 from ..http.response import error_response
 from .base import Worker
 from .sockio import WOULD_BLOCK
-from .wsgi_serving import Connection, WSGIServing, limits_from
+from .wsgi_serving import Connection, WSGIServing
 
-# limits_from: also imported from here by the ASGI worker.
-__all__ = ["SyncWorker", "limits_from"]
+__all__ = ["SyncWorker"]
 
 _ACCEPT = object()
 # Connections taken per readiness of a listening socket.

@@ -31,25 +31,13 @@ from ..http.wsgi import (ErrorStream, FileWrapper, WSGIInput, WSGIResponse, base
                          build_environ)
 from .sockio import ClientGone, ClientTimeout, recv_some, send_all, sendfile_all
 
-__all__ = ["WSGIServing", "Connection", "limits_from"]
+__all__ = ["WSGIServing", "Connection"]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close sends RST
 _monotonic = time.monotonic
 _CLOSED = ConnState.CLOSED
 _CLIENT_GONE, _BAD_BODY = Close.CLIENT_GONE, Close.BAD_BODY
-
-
-def limits_from(cfg: Any) -> Limits:
-    """The request reader's limits from settings (0 means the head cap)."""
-    head = 65536
-    return Limits(
-        request_line=cfg.limit_request_line or head,
-        fields=cfg.limit_request_fields or 32768,
-        field_size=cfg.limit_request_field_size or head,
-        head=max(head, cfg.limit_request_line + cfg.limit_request_field_size + 4),
-        body=cfg.limit_request_body,
-    )
 
 
 class Connection(HTTPConnection):
@@ -105,7 +93,7 @@ class WSGIServing:
         # Zero means no limit: a day stands in for it.
         self.body_timeout = cfg.body_timeout or 86400.0
         self.write_timeout = cfg.write_timeout or 86400.0
-        self.limits = limits_from(cfg)
+        self.limits = Limits.from_config(cfg)
         self.policy = Policy.from_config(cfg)
         name, port = self._server_name()
         self.tls = tls.enabled(cfg)

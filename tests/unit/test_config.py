@@ -13,6 +13,7 @@ from forkserve.cli import build_config, command
 from forkserve.config import (ALIASES, BY_NAME, HEAD_CAP, HOOKS, Config, ConfigError,
                               gunicorn_outcome, load_config_file, near_miss)
 from forkserve.gunicorn_compat import FOREIGN, GUNICORN_NAMES, Outcome
+from forkserve.http.request import Limits
 from forkserve.sockets import parse_address
 
 gunicorn_config = pytest.importorskip("gunicorn.config")
@@ -304,13 +305,11 @@ def test_worker_classes_forkserve_lacks_are_refused_with_what_to_use(given, need
 # -- what 0 means ----------------------------------------------------------------
 
 def test_zero_means_what_gunicorn_means_or_is_refused_with_what_to_use():
-    from forkserve.workers.sync import limits_from
-
     cfg = _build(["--threads", "0", "--backlog", "0", "-t", "0", "--max-requests", "0",
                   "--keep-alive", "0", "--limit-request-line", "0",
                   "--limit-request-fields", "0", "--limit-request-field_size", "0"])
     assert cfg.threads == 1 and cfg.backlog == 0 and cfg.timeout == 0 and cfg.keepalive == 0
-    limits = limits_from(cfg)
+    limits = Limits.from_config(cfg)
     # gunicorn: unlimited; here the head cap the reader always keeps (documented).
     assert limits.request_line == HEAD_CAP and limits.field_size == HEAD_CAP
     assert limits.fields == 32768  # gunicorn's own maximum
