@@ -292,15 +292,19 @@ class Worker(GunicornWorkerNames):
         completes requests is making progress."""
         self.nr += 1  # request_done(), here without the call; before the hook, as gunicorn
         counters = self.counters
-        if counters is not None:
-            lock = self.counter_lock
-            if lock is None:
-                counters.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
-                                        ex.received)
-            else:
-                with lock:
-                    counters.count_exchange(ex.status_code, _monotonic() - ex.start, ex.sent,
-                                            ex.received)
+        statsd = self.statsd
+        if counters is not None or statsd is not None:
+            # One clock read for both, before the hook: the exchange is over.
+            duration = _monotonic() - ex.start
+            if statsd is not None:
+                statsd.request(ex.status_code, duration)
+            if counters is not None:
+                lock = self.counter_lock
+                if lock is None:
+                    counters.count_exchange(ex.status_code, duration, ex.sent, ex.received)
+                else:
+                    with lock:
+                        counters.count_exchange(ex.status_code, duration, ex.sent, ex.received)
         hook = self.cfg.hooks.get("post_request")
         if hook is not None:
             try:
@@ -312,9 +316,6 @@ class Worker(GunicornWorkerNames):
         if access_log.enabled:
             access_log.log_exchange(ex.request, ex.client, ex.status_code, ex.sent,
                                     ex.response_headers, ex.start)
-        statsd = self.statsd
-        if statsd is not None:
-            statsd.request(ex.status_code, time.monotonic() - ex.start)
         if self.memory_limit:
             self.check_memory()
         if self.beats_per_exchange:
